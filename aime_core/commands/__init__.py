@@ -1,0 +1,1 @@
+"""Subcommands of `aime`; see aime_core/cli.py."""

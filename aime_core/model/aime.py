@@ -1,0 +1,193 @@
+"""The AIME world model: encoder -> causal Perceiver context -> posterior / DPGMM prior -> LSTM -> decoder.
+
+Shapes: frames uint8 [B,T,3,H,W] (or float in [0,1]), actions float [B,T,A] where frame t follows action t.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from aime_core.model.context import CausalPerceiver
+from aime_core.model.core import Decoder, Dynamics, Posterior
+from aime_core.model.dpgmm import DPGMMPrior, mixture_diagnostics
+from aime_core.model.encoder import FrameEncoder
+
+LOSS_TERMS = ("recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred")
+MODULES = ("encoder", "context", "posterior", "prior", "dynamics", "decoder")
+
+
+def as_float(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float().div(255.0) if frames.dtype == torch.uint8 else frames.float()
+
+
+class AIME(nn.Module):
+    """The whole model and its loss (negative ELBO + context prediction)."""
+
+    def __init__(
+        self,
+        action_dim: int,
+        img_size: int = 64,
+        latent_dim: int = 18,
+        hidden_dim: int = 256,
+        context_dim: int = 128,
+        max_components: int = 8,
+        use_3d_conv: bool = False,
+        temporal_downsample: bool = False,
+        perceiver_latents: int = 8,
+        perceiver_heads: int = 4,
+        recon_std: float = 0.1,
+    ):
+        super().__init__()
+        if context_dim % perceiver_heads:
+            raise ValueError(
+                f"context_dim {context_dim} must be divisible by perceiver_heads {perceiver_heads}"
+            )
+        self.hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.latent_dim, self.hidden_dim, self.context_dim = latent_dim, hidden_dim, context_dim
+        self.recon_scale = 0.5 / recon_std**2  # Gaussian likelihood with a fixed std per pixel
+        self.stochastic = True  # False: posterior means and median sticks (deterministic, used by tests)
+        self.encoder = FrameEncoder(img_size, hidden_dim, hidden_dim, use_3d_conv)
+        self.context = CausalPerceiver(
+            self.encoder.out_channels,
+            self.encoder.num_tokens,
+            context_dim,
+            perceiver_latents,
+            perceiver_heads,
+            temporal_downsample,
+        )
+        self.posterior = Posterior(hidden_dim, hidden_dim, context_dim, latent_dim)
+        self.prior = DPGMMPrior(hidden_dim + context_dim, latent_dim, hidden_dim, max_components)
+        self.dynamics = Dynamics(latent_dim, context_dim, action_dim, hidden_dim)
+        self.decoder = Decoder(latent_dim, hidden_dim, self.encoder.channels, self.encoder.sizes, img_size)
+
+    @classmethod
+    def from_config(cls, cfg: Any, action_dim: int) -> AIME:
+        return cls(
+            action_dim,
+            img_size=cfg.img_size,
+            latent_dim=cfg.latent_dim,
+            hidden_dim=cfg.hidden_dim,
+            context_dim=cfg.context_dim,
+            max_components=cfg.max_components,
+            use_3d_conv=cfg.use_3d_conv,
+            temporal_downsample=cfg.temporal_downsample,
+            perceiver_latents=cfg.perceiver_latents,
+            perceiver_heads=cfg.perceiver_heads,
+        )
+
+    # ------------------------------------------------------------------------------------------------------
+    def observe(self, emb, ctx, actions, sample: bool, state=None):
+        """Filter through observed frames: per step h_t, z_t ~ q, c^_t. Returns stacked [B,T,...] and the end state."""
+        B, T = emb.shape[:2]
+        if state is None:
+            h = emb.new_zeros(B, self.hidden_dim, dtype=torch.float32)
+            state = (h, h.clone(), h.new_zeros(B, self.latent_dim), h.new_zeros(B, self.context_dim))
+        h, cell, z, c_hat = state
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("h", "z", "mu", "std", "c_prev", "c_hat")}
+        for t in range(T):
+            out["c_prev"].append(c_hat)
+            h, cell = self.dynamics.step(z, c_hat, actions[:, t], (h, cell))
+            mu, std = self.posterior(emb[:, t], h, ctx[:, t])
+            z = mu + std * torch.randn_like(std) if sample else mu
+            c_hat = self.dynamics.predict_context(h, z)
+            for k, v in (("h", h), ("z", z), ("mu", mu), ("std", std), ("c_hat", c_hat)):
+                out[k].append(v)
+        return {k: torch.stack(v, 1) for k, v in out.items()}, (h, cell, z, c_hat)
+
+    def forward(
+        self,
+        frames,
+        actions,
+        beta: float = 1.0,
+        context_weight: float = 0.1,
+        free_nats: float = 0.0,
+        inject_nan: str | None = None,
+        kl_balance: float = 0.5,
+    ):
+        """Loss terms per frame (mean over batch and time) and the total. Returns (loss, terms, log_pi)."""
+        x = as_float(frames)
+        B, T = x.shape[:2]
+        assert actions.shape[:2] == (B, T), (actions.shape, x.shape)
+        tokens, emb = self.encoder(x, self.decoder.mean_image.detach())  # [B,T,N,C], [B,T,E]
+        ctx = self.context(tokens)  # [B,T,Dc], causal
+        obs, _ = self.observe(emb, ctx, actions, sample=self.stochastic)
+        p = self.prior(torch.cat([obs["h"], obs["c_prev"].to(obs["h"].dtype)], -1))  # p(z_t | h_t, c_{t-1})
+        with torch.autocast(x.device.type, enabled=False):
+            log_pi = self.prior.log_weights(p, sample=self.stochastic)  # [B,T,K]
+            z, mu, std = obs["z"].float(), obs["mu"], obs["std"]
+            kl_z, kl_sticks = self.prior.kl_terms(p, z, mu, std, log_pi)
+            # KL balancing (DreamerV2): the same value, but its gradient moves the prior toward the posterior
+            # with weight kl_balance and the posterior toward the prior with 1 - kl_balance.
+            p_sg = {k: v.detach() for k, v in p.items()}
+            to_prior = self.prior.kl_terms(p, z.detach(), mu.detach(), std.detach(), log_pi)[0]
+            to_post = self.prior.kl_terms(p_sg, z, mu, std, log_pi.detach())[0]
+            kl_z_loss = kl_balance * to_prior + (1.0 - kl_balance) * to_post
+            kl_alpha = self.prior.kl_alpha() / (B * T)  # a global variable: its KL counted once per batch
+        recon = self.decoder(obs["z"], obs["h"])  # [B,T,3,H,W], no path from x except through z
+        terms = {
+            "recon": self.recon_scale * ((recon.float() - x) ** 2).sum((-3, -2, -1)).mean(),
+            "kl_z": kl_z.mean(),
+            "kl_sticks": kl_sticks.mean(),
+            "kl_alpha": kl_alpha,
+            "context_pred": ((obs["c_hat"].float() - ctx.detach().float()) ** 2).sum(-1).mean(),
+        }
+        if inject_nan is not None:  # test hook: the term goes NaN (keeping the graph, so its grads go NaN)
+            if inject_nan not in terms:
+                raise ValueError(f"inject_nan_term must be one of {', '.join(terms)}, got {inject_nan!r}")
+            terms[inject_nan] = terms[inject_nan] * float("nan")
+        # Free bits: below free_nats the latent KL exerts no pull, so z is not collapsed onto the prior early.
+        kl_z_loss = kl_z_loss.mean() * (float("nan") if inject_nan == "kl_z" else 1.0)
+        kl = kl_z_loss.clamp(min=free_nats) + terms["kl_sticks"] + terms["kl_alpha"]
+        loss = terms["recon"] + beta * kl + context_weight * terms["context_pred"]
+        return loss, terms, log_pi
+
+    @torch.no_grad()
+    def set_pixel_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Data-dependent init from the training frames [3,H,W] in [0,1]: the decoder's offset (mean) and the
+        encoder's input scale (std, floored at 0.05 so static pixels are not blown up)."""
+        self.decoder.mean_image.copy_(mean.to(self.decoder.mean_image))
+        self.encoder.pixel_std.copy_(std.clamp_min(0.05).to(self.encoder.pixel_std))
+
+    def diagnostics(self, log_pi: torch.Tensor) -> dict[str, float]:
+        shape, rate = self.prior.alpha_params()
+        return mixture_diagnostics(log_pi, float((shape / rate).detach()))
+
+    # ------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, frames, actions, context_frames: int, sample: bool = False) -> torch.Tensor:
+        """Observe `context_frames` frames, then run open loop with `actions` -> frames [B,T_a,3,H,W] in [0,1].
+
+        The first k outputs are reconstructions (posterior means); after that z_t comes from the DPGMM prior
+        (sampled, or the mean of the most probable component) and the dynamics use their own context c^,
+        exactly as in training. actions may run past the training clip length.
+        """
+        k, T = context_frames, actions.shape[1]
+        assert 1 <= k <= T and frames.shape[1] >= k, (k, T, frames.shape)
+        x = as_float(frames[:, :k])
+        tokens, emb = self.encoder(x, self.decoder.mean_image.detach())
+        obs, (h, cell, z, c_hat) = self.observe(emb, self.context(tokens), actions[:, :k], sample=False)
+        preds = [self.decoder(obs["z"], obs["h"]).float()]
+        for t in range(k, T):
+            h, cell = self.dynamics.step(z, c_hat, actions[:, t], (h, cell))
+            p = self.prior(torch.cat([h, c_hat.to(h.dtype)], -1))
+            z = self.prior.sample(p, self.prior.log_weights(p, sample), sample)
+            c_hat = self.dynamics.predict_context(h, z)
+            preds.append(self.decoder(z, h).float().unsqueeze(1))
+        return torch.cat(preds, 1).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def reconstruct(self, frames, actions) -> torch.Tensor:
+        """Teacher-forced reconstructions (posterior means) of every frame -> [B,T,3,H,W] in [0,1]."""
+        return self.generate(frames, actions, frames.shape[1])
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10.0 * math.log10(1.0 / max(mse, 1e-10))

@@ -1,0 +1,152 @@
+"""One optimiser step: AMP, gradient accumulation, clipping, the NaN guard and the step's metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from aime_core.model import LOSS_TERMS, MODULES
+from aime_core.nan_guard import NonFinite, bad_terms, module_grad_norms
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the device supports it (CPU, recent CUDA), fp16 (with a grad scaler) otherwise."""
+    if not enabled:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+@dataclass
+class StepResult:
+    loss: float
+    values: dict[str, float]  # metric key -> value, as sent to the sinks
+    nonfinite: NonFinite | None = None
+    overflow: bool = False  # fp16 scaler skipped the step (expected now and then; not an error)
+
+
+class Trainer:
+    """Holds the optimiser state and does one step from a list of micro-batches (gradient accumulation)."""
+
+    def __init__(self, model: torch.nn.Module, cfg, device: torch.device, lr_warmup_steps: int = 20):
+        self.raw_model = model
+        self.model = torch.compile(model) if cfg.compile else model
+        self.cfg, self.device = cfg, device
+        self.dtype = amp_dtype(device, cfg.amp)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # Linear warm-up from 10 % over a fixed number of steps, then constant: independent of num_epochs,
+        # so a run extended with --resume --num_epochs follows the same schedule.
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, 0.1 + 0.9 * s / max(1, lr_warmup_steps))
+        )
+        use_scaler = self.dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.step = 0  # optimiser steps attempted (skipped NaN steps count: the schedule stays on the clock)
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0
+        self.nan_skips = 0
+        self.best_val_loss: float | None = None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def beta(self, step: int | None = None) -> float:
+        step = self.step if step is None else step
+        warm = self.cfg.beta_warmup_steps
+        return self.cfg.kl_beta * (1.0 if warm == 0 else min(1.0, step / warm))
+
+    def train_step(
+        self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], inject_nan: str | None = None
+    ):
+        """Accumulate gradients over the micro-batches (each loss / n), check them, clip, step. -> StepResult."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        n = len(micro_batches)
+        beta = self.beta()
+        sums = {k: torch.zeros((), device=self.device) for k in LOSS_TERMS}
+        total = torch.zeros((), device=self.device)
+        log_pis = []
+        for i, (frames, actions) in enumerate(micro_batches):
+            with self.autocast():
+                loss, terms, log_pi = self.model(
+                    frames,
+                    actions,
+                    beta=beta,
+                    context_weight=self.cfg.context_pred_weight,
+                    free_nats=self.cfg.free_nats,
+                    kl_balance=self.cfg.kl_balance,
+                    inject_nan=inject_nan if i == 0 else None,
+                )
+            # Backward even when a term is NaN: the report names the modules whose gradients it poisons.
+            # Gradients are taken of the loss per pixel (a fixed scale, so Adam's steps are unchanged): the
+            # summed reconstruction otherwise makes gradient norms ~1e4 at 32 px and grad_clip=100 starved the
+            # encoder (measured: no learning in 360 steps); per pixel, grad_clip means the same at every size.
+            pixels = frames.shape[-3] * frames.shape[-2] * frames.shape[-1]
+            self.scaler.scale(loss / (n * pixels)).backward()
+            for k in LOSS_TERMS:
+                sums[k] = sums[k] + terms[k].detach().float() / n
+            total = total + loss.detach().float() / n
+            log_pis.append(log_pi.detach())
+        self.scaler.unscale_(self.opt)
+        grad_norms = module_grad_norms(self.raw_model, MODULES)
+        bad = bad_terms({**sums, "loss": total})
+        bad_modules = [m for m, v in grad_norms.items() if not math.isfinite(v)]
+        self.step += 1
+        if (bad or bad_modules) and not (self.scaler.is_enabled() and not bad):
+            self.opt.zero_grad(set_to_none=True)
+            report = NonFinite(
+                self.step, self.epoch + 1, {k: v for k, v in bad.items() if k != "loss"}, bad_modules
+            )
+            if not report.terms and "loss" in bad:
+                report.terms = {"loss": bad["loss"]}
+            return StepResult(float("nan"), {}, nonfinite=report)
+        params = [p for p in self.raw_model.parameters() if p.grad is not None]
+        if self.cfg.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        else:
+            grad_norm = math.sqrt(sum(v**2 for v in grad_norms.values()))
+        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        lr = self.opt.param_groups[0]["lr"]
+        self.scaler.step(self.opt)  # with fp16, skipped when the scaled gradients overflowed
+        self.scaler.update()
+        overflow = scale_before is not None and self.scaler.get_scale() < scale_before
+        self.sched.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        step_time = time.perf_counter() - t0
+        clips = sum(len(f) for f, _ in micro_batches)
+        values = {"loss": float(total), **{f"loss/{k}": float(v) for k, v in sums.items()}}
+        values |= {"beta": beta, "lr": lr, "grad_norm": grad_norm}
+        values |= {f"grad_norm/{m}": v for m, v in grad_norms.items()}
+        values |= self.raw_model.diagnostics(torch.cat([lp.reshape(-1, lp.shape[-1]) for lp in log_pis]))
+        values |= {
+            "perf/step_time": step_time,
+            "perf/clips_per_s": clips / step_time,
+            "nan_skips": self.nan_skips,
+        }
+        if self.device.type == "cuda":
+            values["perf/gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return StepResult(float(total), values, overflow=overflow)
+
+    @torch.no_grad()
+    def val_loss(self, batches) -> float | None:
+        """Mean loss (full beta) over held-out batches; None when there are none."""
+        self.model.eval()
+        total, count = 0.0, 0
+        for frames, actions in batches:
+            with self.autocast():
+                loss, _, _ = self.model(
+                    frames, actions, beta=self.cfg.kl_beta, context_weight=self.cfg.context_pred_weight
+                )
+            total += float(loss) * len(frames)
+            count += len(frames)
+        self.model.train()
+        return total / count if count else None

@@ -1,0 +1,144 @@
+"""Runs: launch (one per seed), resolve without launching, list, show, cancel, retry, resume, delete, log tail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlmodel import select
+
+from aime_core.config import ConfigError, run_name, to_dict
+from backend import crud
+from backend.api.deps import PubDep, Read, SessionDep, SettingsDep, Token, run_or_404
+from backend.models import Run, RunCreate, RunEvent, RunUpdate
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+
+def config_422(exc: ConfigError) -> HTTPException:
+    return HTTPException(422, {"field": exc.field, "message": exc.message, "error": str(exc)})
+
+
+@router.post("", status_code=201, dependencies=[Token], response_model=None)
+def launch(body: RunCreate, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run | list[Run]:
+    """Launch a collect or train run (a list of runs when `seeds` is given); 422 names the wrong field."""
+    try:
+        runs = crud.create_runs(session, settings, pub, body)
+    except ConfigError as exc:
+        raise config_422(exc) from None
+    return runs if body.seeds else runs[0]
+
+
+@router.post("/resolve", dependencies=[Read])
+def resolve(body: RunCreate, settings: SettingsDep) -> dict[str, Any]:
+    """The fully resolved config(s) of a launch, without creating anything."""
+    try:
+        configs = [crud.resolve_launch(settings, body, s) for s in (body.seeds or [body.seed])]
+    except ConfigError as exc:
+        raise config_422(exc) from None
+    return {
+        "kind": body.kind,
+        "runs": [
+            {"name": run_name(c), "config": to_dict(c), "data_exists": Path(c.data_path).exists()}
+            for c in configs
+        ],
+    }
+
+
+@router.get("", dependencies=[Read])
+def list_runs(
+    session: SessionDep,
+    status: str | None = None,
+    kind: str | None = None,
+    tier: int | None = None,
+    domain: str | None = None,
+    task: str | None = None,
+    tag: str | None = None,
+    text: str | None = None,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    """Runs, newest first; status/kind accept comma-separated lists."""
+    filters = dict(status=status, kind=kind, tier=tier, domain=domain, task=task, tag=tag, text=text)
+    rows, total = crud.list_runs(session, filters, offset, limit)
+    open_alerts = crud.open_alert_counts(session, [r.id for r in rows])  # the runs table's badge
+    items = [{**r.model_dump(), "open_alerts": open_alerts.get(r.id, 0)} for r in rows]
+    return {"total": total, "offset": offset, "limit": limit, "items": items}
+
+
+@router.get("/{run_id}", dependencies=[Read])
+def get_run(run_id: int, session: SessionDep) -> dict[str, Any]:
+    """One run with its resolved config, latest metric values, progress and children."""
+    run = run_or_404(session, run_id)
+    children = session.exec(select(Run.id).where(Run.parent_id == run_id)).all()
+    open_alerts = crud.open_alert_counts(session, [run_id]).get(run_id, 0)
+    return {**run.model_dump(), "children": list(children), "open_alerts": open_alerts}
+
+
+@router.patch("/{run_id}", dependencies=[Token])
+def update_run(run_id: int, body: RunUpdate, session: SessionDep) -> Run:
+    """Change tags or notes."""
+    run = run_or_404(session, run_id)
+    if body.tags is not None:
+        run.tags = list(body.tags)
+    if body.notes is not None:
+        run.notes = body.notes
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    return run
+
+
+def _act(fn, *args) -> Run:
+    try:
+        return fn(*args)
+    except crud.Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.post("/{run_id}/cancel", dependencies=[Token])
+def cancel(run_id: int, session: SessionDep, pub: PubDep) -> Run:
+    """Cancel: a queued run never starts; a running one checkpoints and stops within a few seconds."""
+    return _act(crud.cancel_run, session, pub, run_or_404(session, run_id))
+
+
+@router.post("/{run_id}/retry", status_code=201, dependencies=[Token])
+def retry(run_id: int, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run:
+    """A new run with the same config, from scratch."""
+    return _act(crud.retry_run, session, settings, pub, run_or_404(session, run_id))
+
+
+@router.post("/{run_id}/resume", status_code=201, dependencies=[Token])
+def resume(run_id: int, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run:
+    """A new run that continues from this run's last checkpoint."""
+    return _act(crud.resume_run, session, settings, pub, run_or_404(session, run_id))
+
+
+@router.delete("/{run_id}", dependencies=[Token])
+def delete(run_id: int, session: SessionDep, settings: SettingsDep, pub: PubDep) -> dict[str, Any]:
+    """Delete the run, its metrics, alerts, artifacts and its files under the data directory."""
+    removed = _act(crud.delete_run, session, settings, pub, run_or_404(session, run_id))
+    return {"deleted": run_id, "removed": removed}
+
+
+@router.get("/{run_id}/log", dependencies=[Read])
+def log_tail(run_id: int, session: SessionDep, tail: int = Query(200, ge=1, le=10000)) -> dict[str, Any]:
+    """The last `tail` log lines (worker lifecycle, trainer log events, status changes, alerts)."""
+    run_or_404(session, run_id)
+    rows = session.exec(
+        select(RunEvent)
+        .where(RunEvent.run_id == run_id, RunEvent.kind.in_(("log", "status", "alert")))
+        .order_by(RunEvent.id.desc())
+        .limit(tail)
+    ).all()
+    lines = []
+    for ev in reversed(rows):
+        level = ev.payload.get("level", "info" if ev.kind != "alert" else "warning")
+        text = ev.payload.get("message") or ev.payload.get("status") or ""
+        lines.append({"time": ev.wall_time, "level": level, "kind": ev.kind, "message": str(text)})
+    return {
+        "run_id": run_id,
+        "lines": lines,
+        "text": "\n".join(f"[{x['level']}] {x['message']}" for x in lines),
+    }

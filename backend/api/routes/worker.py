@@ -1,0 +1,53 @@
+"""Calls the workers make (token required): start, heartbeat (answers whether to stop), finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from backend import crud
+from backend.api.deps import PubDep, SessionDep, Token, run_or_404
+from backend.models import FinishIn, RunEvent, StartIn
+
+router = APIRouter(prefix="/api/runs", tags=["worker"], dependencies=[Token])
+
+
+@router.post("/{run_id}/start")
+def start(run_id: int, body: StartIn, session: SessionDep, pub: PubDep) -> dict[str, Any]:
+    """Mark a queued run running on this worker; 409 when it was cancelled (the worker then skips it)."""
+    run = run_or_404(session, run_id)
+    try:
+        run = crud.start_run(session, pub, run, body.host, body.gpu, body.pid)
+    except crud.Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    if body.task_id:
+        run.celery_task_id = body.task_id
+    msg = f"started on {body.host} (pid {body.pid}, gpu {body.gpu or 'none'})"
+    session.add(RunEvent(run_id=run_id, kind="log", payload={"level": "info", "message": msg}))
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    return {"id": run.id, "kind": run.kind, "config": run.config, "status": run.status}
+
+
+@router.post("/{run_id}/heartbeat")
+def heartbeat(run_id: int, session: SessionDep) -> dict[str, Any]:
+    """The worker is alive; `stop: true` means the run was cancelled (or declared lost)."""
+    run = run_or_404(session, run_id)
+    return {"stop": crud.heartbeat(session, run), "status": run.status}
+
+
+@router.post("/{run_id}/finish")
+def finish(run_id: int, body: FinishIn, session: SessionDep, pub: PubDep) -> dict[str, Any]:
+    """Final status with the error text and the result (a collection registers its dataset here)."""
+    run = run_or_404(session, run_id)
+    try:
+        run = crud.finish_run(session, pub, run, body.status, body.error, body.result)
+    except crud.Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    msg = f"finished {body.status}" + (f": {body.error}" if body.error else "")
+    level = "error" if body.status == "failed" else "info"
+    session.add(RunEvent(run_id=run_id, kind="log", payload={"level": level, "message": msg}))
+    session.commit()
+    return {"id": run.id, "status": run.status}

@@ -1,0 +1,433 @@
+"""Queries and state changes of runs, datasets, alerts and artifacts. Routes stay thin; this is where it happens."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, or_
+from sqlmodel import Session, select
+
+from aime_core import config as C
+from backend.core import celery_client
+from backend.core.pubsub import Publisher
+from backend.core.settings import Settings
+from backend.models import (
+    FINAL_STATUSES,
+    Alert,
+    Artifact,
+    Dataset,
+    MetricPoint,
+    Run,
+    RunCreate,
+    RunEvent,
+    utcnow,
+)
+
+
+class Conflict(Exception):
+    """The request does not fit the run's state (e.g. cancelling a finished run)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch
+
+
+def resolve_launch(settings: Settings, body: RunCreate, seed: int | None) -> Any:
+    """The full config of one launch (defaults -> tier -> preset -> overrides); raises ConfigError naming the field."""
+    overrides = dict(body.overrides)
+    for name in ("domain", "task", "synthetic"):
+        if getattr(body, name) is not None:
+            overrides[name] = getattr(body, name)
+    if seed is not None:
+        overrides["seed"] = seed
+    resolve = C.resolve_collect if body.kind == "collect" else C.resolve_train
+    cfg = resolve(body.tier, body.preset, overrides, env={})  # the API's own environment must not leak in
+    if "data_path" not in overrides:  # datasets live under the data directory, named like the seed's scripts
+        own = (
+            settings.datasets_dir
+            / C.default_data_path(cfg.domain, cfg.task, cfg.tier, cfg.seed, cfg.preset).name
+        )
+        cfg.data_path = str(own)
+        if body.kind == "train" and not own.exists():  # the tier's dataset is the seed-0 one
+            name = C.default_data_path(cfg.domain, cfg.task, cfg.tier, C.DEFAULT_SEED, cfg.preset).name
+            cfg.data_path = str(settings.datasets_dir / name)
+    return cfg
+
+
+def _new_run(kind: str, cfg: Any, tags: list[str], notes: str = "", parent_id: int | None = None) -> Run:
+    return Run(
+        kind=kind,
+        name=C.run_name(cfg),
+        tier=cfg.tier,
+        preset=cfg.preset,
+        domain=cfg.domain,
+        task=cfg.task,
+        seed=cfg.seed,
+        synthetic=cfg.synthetic,
+        config=C.to_dict(cfg),
+        tags=list(tags),
+        notes=notes,
+        parent_id=parent_id,
+    )
+
+
+def _set_run_dir(settings: Settings, run: Run, given: bool) -> None:
+    if run.kind == "train" and not given:
+        run.config = {**run.config, "checkpoint_dir": str(settings.runs_dir / f"{run.id}-{run.name}")}
+
+
+def _enqueue(session: Session, run: Run) -> None:
+    try:
+        run.celery_task_id = celery_client.send_run(run.kind, run.id)
+    except Exception as exc:  # noqa: BLE001 - broker down: the run fails visibly instead of waiting forever
+        run.status, run.finished_at = "failed", utcnow()
+        run.error = f"could not queue the run: the broker is unreachable ({exc})"
+    session.add(run)
+
+
+def _active_collection(session: Session, path: str) -> Run | None:
+    for run in session.exec(select(Run).where(Run.kind == "collect", Run.status.in_(("queued", "running")))):
+        if run.config.get("data_path") == path:
+            return run
+    return None
+
+
+def create_runs(session: Session, settings: Settings, pub: Publisher, body: RunCreate) -> list[Run]:
+    """Insert and enqueue one run per seed; a train run whose dataset is missing waits for its collection."""
+    seeds = body.seeds if body.seeds else [body.seed]
+    configs = [resolve_launch(settings, body, s) for s in seeds]  # all valid before any is created
+    group = f"g{uuid.uuid4().hex[:10]}" if len(seeds) > 1 else None  # a seed group: mean ± std on the server
+    runs: list[Run] = []
+    for cfg in configs:
+        run = _new_run(body.kind, cfg, body.tags, body.notes)
+        run.group_id = group
+        session.add(run)
+        session.flush()
+        _set_run_dir(settings, run, "checkpoint_dir" in body.overrides)
+        if body.kind == "train":
+            _attach_dataset(session, settings, pub, run, cfg)
+        if run.waits_for_id is None:
+            session.commit()  # the worker must find the row when the task arrives
+            _enqueue(session, run)
+        session.commit()
+        session.refresh(run)
+        pub.publish("status", run.id, {"status": run.status, "kind": run.kind, "name": run.name})
+        runs.append(run)
+    for run in runs:  # each commit expired the earlier ones
+        session.refresh(run)
+    return runs
+
+
+def _attach_dataset(session: Session, settings: Settings, pub: Publisher, run: Run, cfg: Any) -> None:
+    path = cfg.data_path
+    dataset = session.exec(select(Dataset).where(Dataset.path == path)).first()
+    if dataset is not None or Path(path).exists():
+        run.dataset_id = dataset.id if dataset else None
+        return
+    collection = _active_collection(session, path)
+    if collection is None:
+        ccfg = C.collect_config_for(cfg)
+        collection = _new_run("collect", ccfg, run.tags, f"dataset for run {run.id}")
+        session.add(collection)
+        session.flush()
+        session.commit()
+        _enqueue(session, collection)
+        pub.publish("status", collection.id, {"status": "queued", "kind": "collect", "name": collection.name})
+    run.waits_for_id = collection.id
+    session.add(run)
+
+
+def _release_waiting(session: Session, pub: Publisher, collection: Run, dataset: Dataset | None) -> None:
+    """A collection ended: enqueue the training runs that waited for it, or fail them."""
+    waiting = session.exec(select(Run).where(Run.waits_for_id == collection.id, Run.status == "queued")).all()
+    for run in waiting:
+        if collection.status == "succeeded":
+            run.dataset_id = dataset.id if dataset else None
+            run.waits_for_id = None
+            session.commit()
+            _enqueue(session, run)
+        else:
+            run.status, run.finished_at = "failed", utcnow()
+            run.error = f"its dataset collection (run {collection.id}) ended {collection.status}"
+            pub.publish("status", run.id, {"status": run.status, "error": run.error})
+        session.add(run)
+    session.commit()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Listing
+
+
+def list_runs(session: Session, filters: dict[str, Any], offset: int, limit: int) -> tuple[list[Run], int]:
+    query = select(Run)
+    for name in ("status", "kind", "tier", "domain", "task"):
+        value = filters.get(name)
+        if value is not None:
+            values = value.split(",") if isinstance(value, str) else [value]
+            query = query.where(getattr(Run, name).in_(values))
+    if filters.get("text"):
+        like = f"%{filters['text']}%"
+        query = query.where(or_(Run.name.ilike(like), Run.notes.ilike(like)))
+    rows = session.exec(query.order_by(Run.id.desc())).all()
+    if filters.get("tag"):  # JSON arrays are queried differently in SQLite and Postgres; filter here
+        rows = [r for r in rows if filters["tag"] in (r.tags or [])]
+    return list(rows[offset : offset + limit]), len(rows)
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Worker lifecycle
+
+
+def start_run(session: Session, pub: Publisher, run: Run, host: str, gpu: str | None, pid: int | None) -> Run:
+    if run.status != "queued" or run.waits_for_id is not None:
+        raise Conflict(f"run {run.id} is {run.status}; only a queued run can start")
+    run.status, run.started_at, run.heartbeat_at = "running", utcnow(), utcnow()
+    run.worker_host, run.worker_gpu, run.worker_pid = host, gpu, pid
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    pub.publish("status", run.id, {"status": "running", "worker_host": host, "worker_gpu": gpu})
+    return run
+
+
+def heartbeat(session: Session, run: Run) -> bool:
+    """Note the worker is alive; returns whether it should stop."""
+    if run.status == "running":
+        run.heartbeat_at = utcnow()
+        session.add(run)
+        session.commit()
+    return run.cancel_requested or run.status != "running"
+
+
+def finish_run(
+    session: Session, pub: Publisher, run: Run, status: str, error: str | None, result: dict
+) -> Run:
+    if run.status != "running":
+        raise Conflict(f"run {run.id} is {run.status}; only a running run can finish")
+    run.status, run.error, run.result, run.finished_at = status, error, dict(result), utcnow()
+    session.add(run)
+    dataset = None
+    if run.kind == "collect" and status == "succeeded":
+        dataset = register_dataset(session, pub, run, result)
+    session.commit()
+    session.refresh(run)
+    pub.publish("status", run.id, {"status": status, "error": error})
+    if run.kind == "collect":
+        _release_waiting(session, pub, run, dataset)
+    _sweep_run_ended(session, pub, run)
+    return run
+
+
+def _sweep_run_ended(session: Session, pub: Publisher, run: Run) -> None:
+    """A sweep run ended: the sweep queues its next held run (its parallel limit); imported late (cycle)."""
+    if run.sweep_id is not None:
+        from backend import sweeps
+
+        sweeps.on_run_end(session, pub, run)
+
+
+def register_dataset(session: Session, pub: Publisher, run: Run, info: dict) -> Dataset:
+    path = str(info.get("path") or run.config.get("data_path"))
+    dataset = session.exec(select(Dataset).where(Dataset.path == path)).first() or Dataset(
+        path=path, domain=run.domain, task=run.task, tier=run.tier
+    )
+    dataset.seed = int(info.get("seed", run.seed))
+    dataset.episodes = int(info.get("episodes", 0))
+    dataset.frames = int(info.get("frames", 0))
+    dataset.bytes = int(info.get("bytes", 0) or (Path(path).stat().st_size if Path(path).exists() else 0))
+    dataset.img_size = info.get("img_size", run.config.get("img_size"))
+    dataset.run_id = run.id
+    session.add(dataset)
+    session.flush()
+    run.dataset_id = dataset.id
+    session.add(run)
+    pub.publish("dataset", run.id, {"dataset_id": dataset.id, "path": path, "episodes": dataset.episodes})
+    return dataset
+
+
+def mark_lost(session: Session, pub: Publisher, timeout_s: float) -> list[int]:
+    """Running runs whose heartbeat stopped become `lost`, each with an alert."""
+    cutoff = utcnow() - timedelta(seconds=timeout_s)
+    stale = session.exec(select(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)).all()
+    for run in stale:
+        run.status, run.finished_at = "lost", utcnow()
+        run.error = f"no heartbeat from {run.worker_host} (pid {run.worker_pid}) for {timeout_s:.0f} s"
+        session.add(run)
+        session.add(Alert(run_id=run.id, kind="lost", key="heartbeat", message=run.error))
+    session.commit()
+    for run in stale:
+        pub.publish("status", run.id, {"status": "lost", "error": run.error})
+        pub.publish("alert", run.id, {"kind": "lost", "key": "heartbeat", "message": run.error})
+        _sweep_run_ended(session, pub, run)
+    return [r.id for r in stale]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# User actions
+
+
+def cancel_run(session: Session, pub: Publisher, run: Run) -> Run:
+    if run.status in FINAL_STATUSES:
+        raise Conflict(f"run {run.id} already ended ({run.status})")
+    if run.status == "queued":  # never starts: the worker's start call is refused
+        run.status, run.finished_at, run.error = "cancelled", utcnow(), "cancelled before it started"
+        if run.celery_task_id:
+            with contextlib.suppress(Exception):  # an optimisation; the start check is the guard
+                celery_client.revoke(run.celery_task_id)
+    else:  # running: the next heartbeat tells the worker, which checkpoints and stops
+        run.cancel_requested = True
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    pub.publish("status", run.id, {"status": run.status, "cancel_requested": run.cancel_requested})
+    if run.kind == "collect" and run.status == "cancelled":
+        _release_waiting(session, pub, run, None)
+        session.refresh(run)
+    if run.status == "cancelled":
+        _sweep_run_ended(session, pub, run)
+    return run
+
+
+def retry_run(session: Session, settings: Settings, pub: Publisher, run: Run) -> Run:
+    """A fresh run with the same resolved config (a new run directory)."""
+    cfg = C.from_dict(C.CollectConfig if run.kind == "collect" else C.TrainConfig, run.config)
+    if run.kind == "train":
+        cfg.resume = None
+    return _clone(session, settings, pub, run, cfg)
+
+
+def resume_run(session: Session, settings: Settings, pub: Publisher, run: Run) -> Run:
+    """A new run that continues from the parent's last checkpoint; it inherits the history up to that step."""
+    if run.kind != "train":
+        raise Conflict("only training runs can be resumed (retry a collection instead)")
+    if run.status in ("queued", "running"):
+        raise Conflict(f"run {run.id} is {run.status}; cancel it first")
+    ckpts = session.exec(
+        select(Artifact).where(Artifact.run_id == run.id, Artifact.kind == "checkpoint")
+    ).all()
+    ckpts = [a for a in ckpts if Path(a.path).exists()]
+    if not ckpts:
+        raise Conflict(f"run {run.id} has no checkpoint on disk to resume from; retry it instead")
+    best = max(ckpts, key=lambda a: (a.step or 0, a.meta.get("tag") == "last"))
+    cfg = C.from_dict(C.TrainConfig, run.config)
+    cfg.resume = best.path
+    child = _clone(session, settings, pub, run, cfg, copy_until=best.step or 0)
+    return child
+
+
+def _clone(
+    session: Session, settings: Settings, pub: Publisher, run: Run, cfg: Any, copy_until: int = -1
+) -> Run:
+    child = _new_run(run.kind, cfg, run.tags, run.notes, parent_id=run.id)
+    child.dataset_id = run.dataset_id
+    session.add(child)
+    session.flush()
+    _set_run_dir(settings, child, False)
+    if copy_until >= 0:  # the resumed trainer logs from the checkpoint's step on; earlier points come along
+        cols = [MetricPoint.key, MetricPoint.step, MetricPoint.value, MetricPoint.wall_time]
+        rows = session.exec(
+            select(*cols).where(MetricPoint.run_id == run.id, MetricPoint.step <= copy_until)
+        ).all()
+        session.bulk_insert_mappings(
+            MetricPoint, [dict(run_id=child.id, key=k, step=s, value=v, wall_time=w) for k, s, v, w in rows]
+        )
+        latest = {k: v for k, v in run.latest.items() if v[0] <= copy_until}
+        child.latest = latest
+    session.commit()
+    _enqueue(session, child)
+    session.commit()
+    session.refresh(child)
+    pub.publish("status", child.id, {"status": "queued", "kind": child.kind, "parent_id": run.id})
+    return child
+
+
+def inside(root: Path, path: str | Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def delete_run(session: Session, settings: Settings, pub: Publisher, run: Run) -> list[str]:
+    """Remove the run, its rows and its files under the data directory; returns the paths removed."""
+    if run.status == "running":
+        raise Conflict(f"run {run.id} is running; cancel it first")
+    root = settings.artifact_root
+    paths = [a.path for a in session.exec(select(Artifact).where(Artifact.run_id == run.id))]
+    paths += [run.config.get("checkpoint_dir") or "", str(root / "uploads" / str(run.id))]
+    if run.kind == "collect" and run.status != "queued":
+        paths.append(run.config.get("data_path") or "")
+        session.exec(delete(Dataset).where(Dataset.run_id == run.id))
+    removed = []
+    for p in filter(None, paths):
+        path = Path(p)
+        if not inside(root, path) or not path.exists():
+            continue  # never delete outside the data directory
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        removed.append(str(path))
+    for table in (MetricPoint, Alert, Artifact, RunEvent):
+        session.exec(delete(table).where(table.run_id == run.id))
+    session.delete(run)
+    session.commit()
+    pub.publish("deleted", run.id, {})
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Alerts and artifacts
+
+
+def open_alert(
+    session: Session, pub: Publisher, run_id: int, kind: str, key: str, step: int | None, msg: str
+) -> bool:
+    """One open alert per run and key: a second one is dropped until the first is acknowledged."""
+    exists = session.exec(
+        select(Alert.id).where(Alert.run_id == run_id, Alert.key == key, Alert.acknowledged == False)  # noqa: E712
+    ).first()
+    if exists:
+        return False
+    alert = Alert(run_id=run_id, kind=kind, key=key, step=step, message=msg)
+    session.add(alert)
+    session.flush()
+    pub.publish("alert", run_id, {"id": alert.id, "kind": kind, "key": key, "step": step, "message": msg})
+    return True
+
+
+def add_artifact(
+    session: Session, pub: Publisher, run: Run, kind: str, path: str, step: int | None, meta: dict
+) -> Artifact:
+    """Record (or update, for `last.pt` rewritten each epoch) a file of the run."""
+    art = session.exec(
+        select(Artifact).where(Artifact.run_id == run.id, Artifact.kind == kind, Artifact.path == path)
+    ).first() or Artifact(run_id=run.id, kind=kind, path=path)
+    art.step, art.meta = step, dict(meta)
+    art.bytes = Path(path).stat().st_size if Path(path).is_file() else 0
+    session.add(art)
+    session.commit()
+    session.refresh(art)
+    pub.publish(
+        "artifact", run.id, {"id": art.id, "kind": kind, "path": path, "step": step, "meta": art.meta}
+    )
+    return art
+
+
+def runs_by_status(session: Session) -> dict[str, int]:
+    return dict(session.exec(select(Run.status, func.count()).group_by(Run.status)).all())
+
+
+def open_alert_counts(session: Session, run_ids: list[int]) -> dict[int, int]:
+    """Unacknowledged alerts per run (the dashboard shows them as a badge)."""
+    if not run_ids:
+        return {}
+    query = select(Alert.run_id, func.count()).where(Alert.run_id.in_(run_ids), Alert.acknowledged == False)  # noqa: E712
+    return dict(session.exec(query.group_by(Alert.run_id)).all())

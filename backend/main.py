@@ -1,0 +1,153 @@
+"""The FastAPI app: REST under /api, OpenAPI at /docs, Prometheus at /metrics, and the dashboard's static files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import swagger_ui_bundle
+from fastapi import FastAPI, HTTPException
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from sqlmodel import Session
+
+from backend import crud, metrics
+from backend.api.routes import alerts, artifacts, datasets, events, misc, queue, runs, sweeps, worker
+from backend.api.routes import metrics as metric_routes
+from backend.core.db import get_engine
+from backend.core.pubsub import Publisher
+from backend.core.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FRONTEND = ROOT / "frontend"
+PAGES = ("/", "/runs/{run_id}", "/launch", "/queue", "/compare", "/datasets", "/sweeps", "/sweeps/{sweep_id}")
+
+
+def _plotly_js() -> Path | None:
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+async def _reaper() -> None:
+    """Runs whose heartbeat stopped become `lost` (checked a few times per timeout)."""
+    settings = get_settings()
+    period = max(0.5, min(5.0, settings.heartbeat_timeout / 4))
+    # Heartbeats could not reach an API that was down: give workers one timeout to report before judging them.
+    await asyncio.sleep(settings.heartbeat_timeout)
+    while True:
+        await asyncio.sleep(period)
+        with contextlib.suppress(Exception):  # a DB hiccup must not kill the loop
+
+            def sweep() -> None:
+                with Session(get_engine()) as session:
+                    crud.mark_lost(session, Publisher(settings), settings.heartbeat_timeout)
+
+            await asyncio.to_thread(sweep)
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI):
+    task = asyncio.create_task(_reaper())
+    yield
+    task.cancel()
+
+
+app = FastAPI(
+    title="AIME tier runner",
+    description="Launch, watch and compare AIME world-model runs. Mutating calls need `Authorization: Bearer <token>`.",
+    lifespan=lifespan,
+    docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
+    redoc_url=None,
+)
+for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
+    app.include_router(module.router)
+
+
+@app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+def prometheus() -> str:
+    """Prometheus text: queue lengths, runs by status, ingest totals and rate."""
+    settings = get_settings()
+    lines = ["# TYPE aime_queue_length gauge"]
+    try:
+        lengths = queue.queue_lengths(settings)
+    except Exception:  # noqa: BLE001 - Redis down still yields the database figures
+        lengths = {}
+    lines += [f'aime_queue_length{{queue="{q}"}} {n}' for q, n in lengths.items()]
+    with Session(get_engine()) as session:
+        by_status = crud.runs_by_status(session)
+    lines.append("# TYPE aime_runs gauge")
+    lines += [
+        f'aime_runs{{status="{s}"}} {by_status.get(s, 0)}'
+        for s in ("queued", "running", "succeeded", "failed", "cancelled", "lost")
+    ]
+    lines += [
+        "# TYPE aime_ingested_points_total counter",
+        f"aime_ingested_points_total {metrics.INGESTED['points']}",
+    ]
+    lines += [
+        "# TYPE aime_ingest_points_per_second gauge",
+        f"aime_ingest_points_per_second {metrics.ingest_rate():.3f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the dashboard (frontend engineer's files; served from here so one port does everything)
+plotly_js = _plotly_js()
+if plotly_js is not None:
+
+    @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
+    def plotly() -> FileResponse:
+        return FileResponse(
+            plotly_js, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"}
+        )
+
+
+class _Static(StaticFiles):
+    """StaticFiles that tolerates the folder not existing yet (the frontend lands separately)."""
+
+    def __init__(self, directory: Path):
+        super().__init__(directory=str(directory), check_dir=False)
+
+    async def get_response(self, path, scope):
+        if not Path(self.directory).is_dir():
+            raise HTTPException(404, "frontend/static does not exist yet")
+        return await super().get_response(path, scope)
+
+
+# Swagger UI from the swagger-ui-bundle wheel, so /docs works offline (mounted before the catch-all /static).
+app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+app.mount("/static", _Static(FRONTEND / "static"), name="static")
+
+
+@app.get("/docs", include_in_schema=False)
+def docs() -> HTMLResponse:
+    """Interactive OpenAPI documentation."""
+    return get_swagger_ui_html(
+        openapi_url=app.openapi_url or "/openapi.json",
+        title="AIME tier runner - API",
+        swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+        swagger_css_url="/static/swagger/swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )
+
+
+MISSING = """<!doctype html><meta charset="utf-8"><title>AIME tier runner</title>
+<h1>AIME tier runner</h1><p>The dashboard (frontend/index.html) is not there yet. The API works: see <a href="/docs">/docs</a>.</p>"""
+
+
+def _page() -> HTMLResponse | FileResponse:
+    index = FRONTEND / "index.html"
+    if index.is_file():
+        return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(MISSING)
+
+
+for _path in PAGES:
+    app.add_api_route(_path, _page, methods=["GET"], include_in_schema=False, response_model=None)

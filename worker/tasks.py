@@ -1,0 +1,175 @@
+"""The two tasks. Each takes a run id, asks the API to start it (refused if cancelled), runs aime_core with the
+HTTP/JSONL/terminal sinks and the cancel probe, and reports the final status with the error text."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+
+from aime_core import config as C
+from aime_core.sinks import JsonlSink, MultiSink, TerminalSink
+from backend.core.settings import get_settings
+from worker.api import ApiClient, ApiError
+from worker.app import app
+from worker.heartbeat import RunHeartbeat, WorkerPresence, gpu_info
+from worker.http_sink import HttpSink, resend_spools
+
+_presence: list[WorkerPresence] = []
+SHUTDOWN = threading.Event()  # set when the worker is asked to stop: the run checkpoints and ends `cancelled`
+
+
+@worker_shutting_down.connect
+def _on_shutting_down(**_kw) -> None:
+    SHUTDOWN.set()
+
+
+@worker_ready.connect
+def _on_ready(sender=None, **_kw) -> None:
+    settings = get_settings()
+    queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else []
+    _presence.append(WorkerPresence(settings.redis_url, settings.redis_prefix, sender.hostname, queues))
+    threading.Thread(target=_resend_left_overs, args=(settings,), daemon=True).start()
+
+
+def _resend_left_overs(settings) -> None:
+    """Batches spooled by an earlier process whose API was down; retried for a few minutes."""
+    api = ApiClient(settings.api_url, settings.api_token)
+    for _ in range(60):
+        with contextlib.suppress(Exception):
+            resend_spools(api, settings.spool_path)
+            if not any(settings.spool_path.glob("run-*.jsonl")):
+                return
+        time.sleep(5)
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_kw) -> None:
+    for p in _presence:
+        p.close()
+
+
+def _gpu_name() -> str | None:
+    gpus = gpu_info()
+    return gpus[0]["name"] if gpus else None
+
+
+def _backfill_resumed_history(api: ApiClient, run_id: int, resume: str) -> int:
+    """Re-send the parent's points up to the checkpoint's step from its metrics.jsonl; returns how many.
+
+    The API copies the parent's stored history on resume, but a worker killed (SIGKILL, power loss) between a
+    checkpoint and its sink's next flush took the last points with it; they survive only in the parent's JSONL,
+    written line by line next to the checkpoint. Ingest is an idempotent upsert, so points the API already has
+    are rewritten with the same value and original wall time.
+    """
+    jsonl = Path(resume).parent / "metrics.jsonl"
+    if not jsonl.is_file():
+        return 0
+    from aime_core.checkpoint import load
+
+    until = int(load(resume)["step"])
+    points = []
+    for line in jsonl.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a killed writer may be cut short
+            continue
+        if record.get("type") == "metrics" and record["step"] <= until:
+            points += [
+                {"key": k, "step": record["step"], "value": v, "time": record.get("time")}
+                for k, v in record["values"].items()
+            ]
+    for i in range(0, len(points), 2000):
+        api.post(f"/api/runs/{run_id}/metrics", {"points": points[i : i + 2000]}, retry_for=120)
+    return len(points)
+
+
+def run_job(run_id: int, kind: str, task_id: str | None) -> str:
+    """Everything a task does; returns the final status (or `skipped`)."""
+    settings = get_settings()
+    api = ApiClient(settings.api_url, settings.api_token)
+    try:
+        start = api.post(
+            f"/api/runs/{run_id}/start",
+            {"host": socket.gethostname(), "gpu": _gpu_name(), "pid": os.getpid(), "task_id": task_id},
+            retry_for=120,
+        )
+    except ApiError as exc:  # 409: cancelled while queued (or a redelivered, lost run); 404: deleted
+        print(f"run {run_id}: not started ({exc})", flush=True)
+        return "skipped"
+    cfg_dict: dict[str, Any] = start["config"]
+    name = C.run_name(C.from_dict(C.CollectConfig if kind == "collect" else C.TrainConfig, cfg_dict))
+    run_dir = Path(cfg_dict.get("checkpoint_dir") or settings.runs_dir / f"{run_id}-{name}")
+    http = HttpSink(api, run_id, settings.spool_path)
+    # train() writes its own metrics.jsonl in the run directory; a collection gets one from us.
+    jsonl = JsonlSink(run_dir / "collect.jsonl") if kind == "collect" else None
+    sinks = MultiSink([s for s in (http, jsonl, TerminalSink(desc=f"run {run_id} {name}")) if s is not None])
+    heartbeat = RunHeartbeat(api, run_id, settings.heartbeat_interval).start()
+
+    def should_stop() -> bool:
+        return heartbeat.should_stop() or SHUTDOWN.is_set()
+
+    WorkerPresence.current = {"run_id": run_id, "name": name, "kind": kind}
+    status, error, result = "failed", None, {}
+    try:
+        if kind == "collect":
+            from aime_core.collect import collect
+
+            collected = collect(C.from_dict(C.CollectConfig, cfg_dict), sinks, should_stop)
+            result = dataclasses.asdict(collected)
+            status = "cancelled" if collected.cancelled else "succeeded"
+        else:
+            from aime_core.train import train
+
+            if cfg_dict.get("resume") and Path(cfg_dict["resume"]).is_file():
+                _backfill_resumed_history(api, run_id, cfg_dict["resume"])
+            trained = train(C.from_dict(C.TrainConfig, cfg_dict), sinks, should_stop)
+            result = dataclasses.asdict(trained)
+            status, error = trained.status, trained.error
+    except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt on shutdown
+        status, error = "failed", "".join(traceback.format_exception(exc))[-8000:]
+        sinks.event("log", {"level": "error", "message": error})
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        if status == "cancelled" and SHUTDOWN.is_set() and not heartbeat.should_stop():
+            error = "the worker was shut down; resume the run to continue from its last checkpoint"
+        heartbeat.close()
+        log = jsonl.path if jsonl else run_dir / "metrics.jsonl"
+        if jsonl:
+            jsonl.close()
+        if log.exists():
+            http.artifact("log", str(log), None, {"name": log.name})
+        http.close()  # flush: every point is in the API (or the spool) before the final status
+        WorkerPresence.current = None
+        try:
+            api.post(
+                f"/api/runs/{run_id}/finish",
+                {"status": status, "error": error, "result": result},
+                retry_for=600,
+            )
+        except ApiError as exc:  # 409: the run was declared lost meanwhile; the API keeps that
+            print(f"run {run_id}: finish refused ({exc})", flush=True)
+        api.close()
+    return status
+
+
+@app.task(name="aime.collect", bind=True)
+def collect_task(self, run_id: int) -> str:
+    """Collect a dataset for a run id."""
+    return run_job(run_id, "collect", self.request.id)
+
+
+@app.task(name="aime.train", bind=True)
+def train_task(self, run_id: int) -> str:
+    """Train a model for a run id."""
+    return run_job(run_id, "train", self.request.id)
