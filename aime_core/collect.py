@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -82,6 +83,7 @@ def _differences(attrs, cfg: CollectConfig) -> list[str]:
 _worker_env = None
 _worker_cfg: CollectConfig | None = None
 _worker_error: str | None = None
+_worker_stop = None  # multiprocessing.Event set by the parent to make workers drop their episode
 
 
 class EnvStartError(CollectError):
@@ -95,8 +97,23 @@ def _start_env(cfg: CollectConfig):
         raise EnvStartError(f"cannot start {cfg.domain}-{cfg.task}: {type(exc).__name__}: {exc}") from exc
 
 
-def _init_worker(cfg_dict: dict) -> None:
-    global _worker_env, _worker_cfg, _worker_error
+def _exit_with_parent() -> None:
+    """Exit when the parent dies: a SIGKILLed `aime collect` (or Celery task) must not leave workers behind,
+    each holding a GL context, blocked forever on a queue nobody writes to."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:  # an orphan is re-parented to init (or a subreaper)
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(cfg_dict: dict, stop) -> None:
+    global _worker_env, _worker_cfg, _worker_error, _worker_stop
+    _exit_with_parent()
+    _worker_stop = stop
     _worker_cfg = CollectConfig(**cfg_dict)
     try:  # an initializer that raises makes the pool respawn the worker forever: report it per task instead
         _worker_env = _start_env(_worker_cfg)
@@ -107,7 +124,7 @@ def _init_worker(cfg_dict: dict) -> None:
 def _collect_one(i: int):
     if _worker_error is not None:
         raise EnvStartError(_worker_error)
-    ep = run_episode(_worker_env, i, _worker_cfg.seed + i, _worker_cfg.max_steps)
+    ep = run_episode(_worker_env, i, _worker_cfg.seed + i, _worker_cfg.max_steps, abandon=_worker_stop.is_set)
     return ep, (_worker_env.action_shape, _worker_env.action_minimum, _worker_env.action_maximum)
 
 
@@ -124,12 +141,14 @@ def _episodes_in_process(cfg: CollectConfig, indices: list[int], should_stop: Sh
 
 
 def _episodes_in_pool(cfg: CollectConfig, indices: list[int], workers: int, should_stop: ShouldStop):
-    # concurrent.futures, not multiprocessing.Pool: Pool.terminate() can deadlock on a queue lock held by a worker
-    # that was killed, and Pool silently replaces a dead worker while its episode is lost. The executor marks
-    # itself broken instead, which we report.
+    # concurrent.futures, not multiprocessing.Pool: Pool silently replaces a dead worker while its episode is
+    # lost; the executor marks itself broken instead, which we report. Workers are never terminated from here:
+    # a worker killed while writing its result leaves a torn message in the result pipe and the executor's
+    # manager thread blocks on it forever. They are told to drop their episode through `stop` instead.
     ctx = multiprocessing.get_context("spawn")  # MuJoCo GL contexts do not survive fork
+    stop = ctx.Event()
     pool = ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(dataclasses.asdict(cfg),)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(dataclasses.asdict(cfg), stop)
     )
     pending: deque = deque()
     todo = iter(indices)
@@ -157,11 +176,7 @@ def _episodes_in_pool(cfg: CollectConfig, indices: list[int], workers: int, shou
                 pending.append(pool.submit(_collect_one, nxt))
             yield result
     finally:
-        for future in pending:
-            future.cancel()
-        # Stop workers still in an episode now (cancellation, errors) instead of waiting for them to finish it.
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
+        stop.set()  # workers in an episode return within one environment step
         pool.shutdown(wait=True, cancel_futures=True)
 
 

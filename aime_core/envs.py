@@ -158,8 +158,11 @@ def make_env(cfg):
     return DmcEnv(cfg.domain, cfg.task, cfg.img_size, cfg.camera_id, cfg.action_repeat, cfg.fast_render)
 
 
-def run_episode(env, index: int, seed: int, max_steps: int) -> Episode:
-    """Episode `index` with seed `seed` for both the environment and the uniform random actions."""
+def run_episode(env, index: int, seed: int, max_steps: int, abandon=None) -> Episode | None:
+    """Episode `index` with seed `seed` for both the environment and the uniform random actions.
+
+    `abandon()` is checked between steps; when it turns true the episode is dropped and None returned.
+    """
     rng = np.random.RandomState(seed)
     first = env.reset(seed)
     H, W, _ = first.shape
@@ -168,6 +171,8 @@ def run_episode(env, index: int, seed: int, max_steps: int) -> Episode:
     rewards = np.empty(max_steps, dtype=np.float32)
     T = max_steps
     for t in range(max_steps):
+        if abandon is not None and abandon():
+            return None
         action = rng.uniform(env.action_minimum, env.action_maximum).astype(np.float32)
         frame, reward, last = env.step(action)
         # Aligned: observations[t] is the frame after actions[t], rewards[t] that step's reward.

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -27,6 +28,26 @@ def _arrays(path):
         return {f"{g}/{k}": f[f"{g}/{k}"][()] for g in f for k in f[g]}
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.slow
 def test_sigkill_leaves_no_final_file_and_rerun_resumes(tmp_path):
     out = tmp_path / "cart.hdf5"
@@ -41,10 +62,17 @@ def test_sigkill_leaves_no_final_file_and_rerun_resumes(tmp_path):
             break
         seen += chunk
     assert re.search(rb" [2-5]/6 ", seen), seen.decode(errors="replace")[-2000:]
+    workers = _children(proc.pid)
+    assert len(workers) == 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
+    # Its worker processes notice and exit instead of lingering as orphans.
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _alive(pid)]
     assert not out.exists()  # never a half file under the final name
     part = part_path(out)
     with h5py.File(part) as f:
