@@ -25,6 +25,7 @@ from backend.models import (
     Run,
     RunCreate,
     RunEvent,
+    Sweep,
     utcnow,
 )
 
@@ -329,6 +330,15 @@ def _clone(
 ) -> Run:
     child = _new_run(run.kind, cfg, run.tags, run.notes, parent_id=run.id)
     child.dataset_id = run.dataset_id
+    # A retried or resumed run takes its parent's place in a sweep and seed group (leaderboards and group
+    # bands count the newest run of each lineage, see `superseded`), and keeps its promotion lineage.
+    child.sweep_id, child.sweep_config = run.sweep_id, run.sweep_config
+    child.group_id, child.lineage = run.group_id, dict(run.lineage)
+    if run.sweep_id is not None:
+        sweep = session.get(Sweep, run.sweep_id)
+        if sweep is not None and sweep.status == "finished":  # it finishes again when this run ends
+            sweep.status, sweep.finished_at = "running", None
+            session.add(sweep)
     session.add(child)
     session.flush()
     _set_run_dir(settings, child, False)
@@ -348,6 +358,12 @@ def _clone(
     session.refresh(child)
     pub.publish("status", child.id, {"status": "queued", "kind": child.kind, "parent_id": run.id})
     return child
+
+
+def superseded(runs: list[Run]) -> set[int]:
+    """Ids among `runs` that a retry or resume of theirs, also among `runs`, replaces."""
+    ids = {r.id for r in runs}
+    return {r.parent_id for r in runs if r.parent_id in ids}
 
 
 def inside(root: Path, path: str | Path) -> bool:

@@ -57,7 +57,9 @@ def _check_divergence(session: Session, pub: Publisher, run: Run, sweep: Sweep, 
     ).all()
     if len(mine) < es["patience"]:
         return
-    others = select(Run.id).where(Run.sweep_id == sweep.id, Run.id != run.id)
+    members = list(session.exec(select(Run).where(Run.sweep_id == sweep.id)).all())
+    replaced = crud.superseded(members)  # a resumed run's parent holds the same history: count it once
+    others = [r.id for r in members if r.id != run.id and r.id not in replaced]
     rows = session.exec(
         select(M.step, M.value).where(
             M.run_id.in_(others), M.key == es["key"], M.step.in_([s for s, _ in mine])

@@ -31,14 +31,23 @@ def final_values(session: Session, run_ids: list[int], key: str) -> dict[int, tu
 
 
 def leaderboard(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
-    """Configurations ranked by mean of the metric over seeds (runs stopped early or failed are left out)."""
+    """Configurations ranked by mean of the metric over seeds (runs stopped early, failed, or replaced by their
+    retry or resume are left out)."""
+    from backend.crud import superseded  # late: crud imports the sweep modules
+
     runs = session.exec(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.id)).all()
+    replaced = superseded(list(runs))
     values = final_values(session, [r.id for r in runs], sweep.metric)
     rows = []
     for c in sweep.configs:
         mine = [r for r in runs if r.sweep_config == c["key"]]
         counted = [
-            r for r in mine if not r.stop_reason and r.status not in ("failed", "lost") and r.id in values
+            r
+            for r in mine
+            if not r.stop_reason
+            and r.status not in ("failed", "lost")
+            and r.id in values
+            and r.id not in replaced
         ]
         vals = [values[r.id][1] for r in counted]
         vals = [v for v in vals if v is not None and math.isfinite(v)]
@@ -55,6 +64,7 @@ def leaderboard(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
                 "std": float(arr.std()) if len(vals) else None,  # population std (numpy's default, ddof=0)
                 "done": sum(r.status == "succeeded" for r in mine),
                 "stopped": sum(bool(r.stop_reason) for r in mine),
+                "replaced": sorted(r.id for r in mine if r.id in replaced),
                 "statuses": {s: sum(r.status == s for r in mine) for s in {r.status for r in mine}},
             }
         )

@@ -161,6 +161,41 @@ def test_parallel_limit_early_stop_leaderboard_and_promotion(client, tmp_path):
     assert cancelled["status"] == "cancelled" and cancelled["counts"] == {"cancelled": 5, "held": 0}
 
 
+def test_a_retried_sweep_run_replaces_its_parent_in_the_leaderboard_and_group(client, tmp_path):
+    body = {"base": _base(tmp_path), "grid": {"lr": [1e-3, 5e-4]}, "seeds": [0], "parallel": 2}
+    sweep = client.post("/api/sweeps", json=body, headers=client.h).json()
+    sid = sweep["id"]
+    r0, r1 = (r["id"] for r in sorted(sweep["runs"], key=lambda r: r["sweep_config"]))
+    for rid, value in ((r0, 0.2), (r1, 0.5)):
+        _start(client, rid)
+        _points(client, rid, "eval/rollout_mse", {5: value})
+        done = client.post(f"/api/runs/{rid}/finish", json={"status": "succeeded"}, headers=client.h)
+        assert done.status_code == 200, done.text
+    assert client.get(f"/api/sweeps/{sid}").json()["status"] == "finished"
+
+    retry = client.post(f"/api/runs/{r1}/retry", headers=client.h)
+    assert retry.status_code == 201, retry.text
+    child = retry.json()
+    parent = client.get(f"/api/runs/{r1}").json()
+    assert (child["sweep_id"], child["sweep_config"], child["parent_id"]) == (sid, "c1", r1)
+    assert child["group_id"] == parent["group_id"] == f"sweep{sid}-c1"
+    detail = client.get(f"/api/sweeps/{sid}").json()
+    assert detail["status"] == "running"  # it has a run again
+    c1 = next(b for b in detail["leaderboard"] if b["key"] == "c1")
+    assert c1["replaced"] == [r1] and c1["n"] == 0 and c1["rank"] is None  # the old 0.5 no longer counts
+
+    _start(client, child["id"])
+    _points(client, child["id"], "eval/rollout_mse", {5: 0.05})
+    client.post(f"/api/runs/{child['id']}/finish", json={"status": "succeeded"}, headers=client.h)
+    detail = client.get(f"/api/sweeps/{sid}").json()
+    assert detail["status"] == "finished"
+    board = detail["leaderboard"]
+    assert [(b["key"], b["rank"], b["mean"]) for b in board] == [("c1", 1, 0.05), ("c0", 2, 0.2)]
+    assert board[0]["values"] == {str(child["id"]): 0.05}
+    agg = client.get("/api/aggregate", params={"group": f"sweep{sid}-c1", "key": "eval/rollout_mse"}).json()
+    assert agg["runs"] == [child["id"]] and agg["mean"] == [0.05]
+
+
 def test_seed_group_mean_std_on_aligned_steps(client, tmp_path):
     body = {**_base(tmp_path), "seeds": [0, 1, 2]}
     runs = client.post("/api/runs", json=body, headers=client.h).json()
