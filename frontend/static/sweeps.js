@@ -229,7 +229,7 @@ async function mountSweep(root, id) {
           h("td", r.rank ?? "—"), h("td", r.key),
           varied.map((v) => h("td.num", fmtParam(r.params[v]))),
           h("td.num", r.mean === null ? "—" : `${fmtNum(r.mean)} ± ${fmtNum(r.std)}`),
-          h("td.num", `${r.n} of ${r.runs.length}`), h("td.num", r.stopped || ""),
+          h("td.num", `${r.n} of ${r.runs.length - (r.replaced || []).length}`), h("td.num", r.stopped || ""),
           h("td.small", r.runs.map((x, i) => [i ? ", " : "", h("a", { href: `/runs/${x}` }, String(x))]))))))));
   }
 
@@ -241,7 +241,15 @@ async function mountSweep(root, id) {
         h("td", h("a", { href: `/runs/${r.id}` }, `${r.id}`)), h("td", r.sweep_config), h("td", r.seed),
         h("td", statusBadge(r.status === "queued" && r.held ? "held" : r.status)),
         h("td.num", fmtNum((r.latest || {})[s.metric]?.[1])),
-        h("td.small", r.stop_reason ? `stopped early: ${r.stop_reason}` : r.status === "failed" ? (r.error || "").slice(0, 160) : ""))))));
+        h("td.small", runNote(r)))))));
+  }
+
+  function runNote(r) {
+    const why = r.stop_reason ? `stopped early: ${r.stop_reason}` : r.status === "failed" ? (r.error || "").slice(0, 160) : "";
+    const lineage = [];
+    if (r.parent_id) lineage.push("retry/resume of ", h("a", { href: `/runs/${r.parent_id}` }, `run ${r.parent_id}`), " ");
+    if (r.replaced_by) lineage.push("replaced by ", h("a", { href: `/runs/${r.replaced_by}` }, `run ${r.replaced_by}`), " (not counted) ");
+    return [...lineage, why];
   }
 
   async function drawPlot() {

@@ -87,3 +87,32 @@ def test_sweep_page_leaderboard_plot_promotion_and_lineage(page, stack, shot):
     page.goto(f"/sweeps/{sid}")
     assert f"Promoted to sweep {child_id}" in page.locator("#sweep-lineage").inner_text()
     shot("sweep-lineage")
+
+    # Retrying one seed of a configuration: the new run takes its parent's place on the page and the leaderboard.
+    old = s["runs"][0]
+    retry = stack.http.post(f"/api/runs/{old['id']}/retry")
+    assert retry.status_code == 201, retry.text
+    new = retry.json()["id"]
+    page.reload()
+    note = page.locator("#sweep-runs tbody tr").filter(has=page.locator(f"td:first-child a[href='/runs/{new}']")).first
+    note.wait_for()
+    assert f"retry/resume of run {old['id']}" in note.inner_text()
+    replaced = page.locator("#sweep-runs tbody tr").filter(has_text=f"replaced by run {new}")
+    assert replaced.count() == 1 and replaced.locator("td").first.inner_text() == str(old["id"])
+    deadline = time.monotonic() + 120
+    while stack.http.get(f"/api/runs/{new}").json()["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    row = next(
+        b
+        for b in stack.http.get(f"/api/sweeps/{sid}").json()["leaderboard"]
+        if b["key"] == old["sweep_config"]
+    )
+    assert (
+        row["replaced"] == [old["id"]] and str(new) in row["values"] and str(old["id"]) not in row["values"]
+    )
+    page.reload()
+    counted = page.locator(f"#leaderboard tbody tr[data-config='{old['sweep_config']}'] td").nth(4)
+    counted.wait_for()
+    assert counted.inner_text() == "2 of 2"
+    shot("sweep-retried")
