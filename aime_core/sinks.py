@@ -139,15 +139,30 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 class TerminalSink(Sink):
-    """A tqdm bar (episodes or epoch steps, with rate and ETA) plus alerts and log lines on stderr."""
+    """A tqdm bar (episodes or epoch steps, with rate and ETA) plus alerts and log lines on stderr.
 
-    def __init__(self, desc: str = "", stream=None, show_keys: tuple[str, ...] = ("loss",)):
+    On a terminal the bar redraws in place. Into a file or pipe (nohup, Slurm, the worker's log) a redrawn bar
+    would write one carriage-return update per step; there it prints the bar as a plain line instead, at every
+    5 % of the total, at most `line_seconds` apart, and at the end.
+    """
+
+    def __init__(
+        self,
+        desc: str = "",
+        stream=None,
+        show_keys: tuple[str, ...] = ("loss",),
+        line_seconds: float = 30.0,
+    ):
         self.desc = desc
         self.stream = stream or sys.stderr
         self.show_keys = show_keys
+        self.line_seconds = line_seconds
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
         self._bar = None
         self._total = None
         self._last: dict[str, float] = {}
+        self._line_at = (-1.0, -1)  # (monotonic time, 5 % bucket) of the last plain line
 
     def _ensure_bar(self, total: float, unit: str):
         from tqdm import tqdm
@@ -156,9 +171,16 @@ class TerminalSink(Sink):
             if self._bar is not None:
                 self._bar.close()
             self._bar = tqdm(
-                total=total, unit=unit, desc=self.desc, file=self.stream, dynamic_ncols=True, smoothing=0.1
+                total=total,
+                unit=unit,
+                desc=self.desc,
+                file=self.stream if self.tty else _Discard(),
+                dynamic_ncols=self.tty,
+                ncols=None if self.tty else 120,
+                smoothing=0.1,
             )
             self._total = total
+            self._line_at = (-1.0, -1)
         return self._bar
 
     def progress(self, done, total, unit, postfix=None):
@@ -169,7 +191,14 @@ class TerminalSink(Sink):
         bar.set_postfix(
             {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in post.items()}, refresh=False
         )
-        bar.refresh()
+        if self.tty:
+            bar.refresh()
+            return
+        now, bucket = time.monotonic(), int(20 * done / total) if total else 0
+        last_time, last_bucket = self._line_at
+        if done >= (total or 0) or bucket > last_bucket or now - last_time >= self.line_seconds:
+            self._line_at = (now, bucket)
+            print(str(bar), file=self.stream, flush=True)
 
     def metrics(self, step, values, epoch=None):
         for key in self.show_keys:
@@ -183,7 +212,7 @@ class TerminalSink(Sink):
             self._print(str(payload.get("message", "")))
 
     def _print(self, text: str) -> None:
-        if self._bar is not None:
+        if self._bar is not None and self.tty:
             self._bar.write(text, file=self.stream)
         else:
             print(text, file=self.stream, flush=True)
@@ -192,6 +221,16 @@ class TerminalSink(Sink):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class _Discard:
+    """Where a non-terminal bar draws itself: TerminalSink prints its lines instead."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 class WandbSink(Sink):
