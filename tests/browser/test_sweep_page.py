@@ -94,7 +94,11 @@ def test_sweep_page_leaderboard_plot_promotion_and_lineage(page, stack, shot):
     assert retry.status_code == 201, retry.text
     new = retry.json()["id"]
     page.reload()
-    note = page.locator("#sweep-runs tbody tr").filter(has=page.locator(f"td:first-child a[href='/runs/{new}']")).first
+    note = (
+        page.locator("#sweep-runs tbody tr")
+        .filter(has=page.locator(f"td:first-child a[href='/runs/{new}']"))
+        .first
+    )
     note.wait_for()
     assert f"retry/resume of run {old['id']}" in note.inner_text()
     replaced = page.locator("#sweep-runs tbody tr").filter(has_text=f"replaced by run {new}")
