@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "aime_core.commands.collect",
     "aime_core.commands.data",
     "aime_core.commands.train",
+    "aime_core.commands.evaluate",
     "aime_core.commands.checks",
     "aime_core.commands.service",
     "aime_core.commands.sweep",

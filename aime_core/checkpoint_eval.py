@@ -1,0 +1,104 @@
+"""Score a saved checkpoint on its run's held-out episodes at any context length and rollout horizon.
+
+Training evaluates within the training clip length (k context frames, video_length - k open-loop steps); a world
+model is judged on longer rollouts too, where copy-last-frame degrades. This loads a checkpoint, rebuilds the
+validation split its run used (same data file, val_fraction and seed), cuts clips of k + horizon frames and
+reports the per-horizon errors next to copy-last-frame, with an optional video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from aime_core import checkpoint as ckpt
+from aime_core.config import TrainConfig, from_dict
+from aime_core.data import DataError, EpisodeStore, read_info, split_episodes
+from aime_core.evaluate import evaluate
+from aime_core.loaders import ClipFeeder, first_clips
+from aime_core.model.aime import AIME
+from aime_core.train import TrainError, pick_device
+from aime_core.trainer import amp_dtype
+from aime_core.video import panel_frames, write_mp4
+
+
+def load_model(path: str | Path, device: torch.device) -> tuple[AIME, TrainConfig, dict]:
+    """The model of a checkpoint (eval mode), its run's config, and the checkpoint's epoch/step."""
+    try:
+        state = ckpt.load(path, map_location=device)
+    except FileNotFoundError as exc:
+        raise TrainError(str(exc)) from exc
+    if not isinstance(state, dict) or "model" not in state or "model_hparams" not in state:
+        raise TrainError(f"{path} is not an AIME checkpoint (no model or model_hparams in it)")
+    model = AIME(**state["model_hparams"]).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    cfg = from_dict(TrainConfig, state.get("config", {}))
+    return model, cfg, {"epoch": state.get("epoch"), "step": state.get("step")}
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    horizon: int = 0,
+    context: int = 0,
+    clips: int = 64,
+    data: str | None = None,
+    device: str = "auto",
+    sample: bool = False,
+    amp: bool | None = None,
+    video: str | Path | None = None,
+    video_clips: int = 4,
+) -> dict:
+    """Per-horizon rollout MSE/PSNR against copy-last-frame and reconstruction scores, as `evaluate` returns,
+    plus where the result came from. 0 for `context`/`horizon` means the run's own setting."""
+    dev = pick_device(device)
+    model, cfg, where = load_model(path, dev)
+    data_path = data or cfg.data_path
+    if not Path(data_path).exists():
+        raise TrainError(f"dataset {data_path} does not exist (the checkpoint's data path); pass --data PATH")
+    k = context or cfg.rollout_context or cfg.video_length // 2
+    H = horizon or cfg.video_length - k
+    if k < 1 or H < 1 or clips < 1:
+        raise TrainError(f"context, horizon and clips must be at least 1 (got {k}, {H}, {clips})")
+    try:
+        info = read_info(data_path)
+        _, val_ids = split_episodes(info["episodes"], cfg.val_fraction, cfg.seed)
+        store = EpisodeStore.load(data_path, val_ids or [0])
+    except DataError as exc:
+        raise TrainError(str(exc)) from exc
+    shortest = min(len(o) for o in store.observations)
+    if k + H > shortest:
+        raise TrainError(
+            f"context {k} + horizon {H} = {k + H} frames, but the shortest held-out episode has {shortest}; "
+            f"allowed: context + horizon <= {shortest}"
+        )
+    if int(info["action_dim"]) != model.hparams["action_dim"]:
+        raise TrainError(
+            f"{data_path} has {info['action_dim']}-dim actions, the checkpoint's model "
+            f"{model.hparams['action_dim']}: a different environment"
+        )
+    feeder = ClipFeeder(store, k + H, dev, "always", 0)
+    dtype = amp_dtype(dev, cfg.amp if amp is None else amp)
+
+    def autocast():
+        return contextlib.nullcontext() if dtype is None else torch.autocast(dev.type, dtype=dtype)
+
+    result = evaluate(model, first_clips(feeder, clips, cfg.batch_size), k, sample, autocast)
+    model.eval()  # evaluate() hands the model back in train mode
+    if video is not None:
+        frames, actions = next(first_clips(feeder, video_clips, video_clips))
+        with torch.no_grad(), autocast():
+            pred = model.generate(frames[:, :k], actions, k, sample=sample)
+        grid = panel_frames(frames.float() / 255, pred.float(), k, cfg.video_length)
+        result["video"] = write_mp4(video, grid)
+    result.update(
+        checkpoint=str(path),
+        data=str(data_path),
+        val_episodes=len(store.observations),
+        video_length=cfg.video_length,
+        **where,
+    )
+    return result

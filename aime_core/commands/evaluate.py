@@ -1,0 +1,83 @@
+"""`aime evaluate CHECKPOINT`: open-loop rollouts of a saved model against copy-last-frame, at any horizon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="Score a checkpoint's open-loop rollouts against copy-last-frame on its held-out episodes.",
+        description="Rebuild the checkpoint run's validation split, observe --context frames, roll out "
+        "--horizon steps open loop on the recorded actions, and print MSE/PSNR per horizon step next to the "
+        "copy-last-frame baseline. Horizons past the training clip length test generation beyond it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="a .pt file written by aime train (best.pt, last.pt, ckpt_epoch_N.pt)")
+    p.add_argument("--horizon", type=int, default=0, help="open-loop steps (0: the run's video_length - k)")
+    p.add_argument("--context", type=int, default=0, help="observed frames k (0: the run's rollout_context)")
+    p.add_argument("--clips", type=int, default=64, help="held-out clips to average over")
+    p.add_argument("--data", default=None, help="dataset (default: the one the run trained on)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--sample", action="store_true", help="sample z from the prior instead of its mode")
+    p.add_argument("--video", default=None, metavar="MP4", help="also write truth | prediction | error")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aime_core.checkpoint_eval import evaluate_checkpoint  # noqa: PLC0415 (torch: only when used)
+    from aime_core.train import TrainError  # noqa: PLC0415
+
+    try:
+        res = evaluate_checkpoint(
+            args.checkpoint,
+            horizon=args.horizon,
+            context=args.context,
+            clips=args.clips,
+            data=args.data,
+            device=args.device,
+            sample=args.sample,
+            video=args.video,
+        )
+    except TrainError as exc:
+        print(f"aime evaluate: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(format_result(res))
+    return 0
+
+
+def format_result(res: dict) -> str:
+    k, L = res["context_frames"], res["video_length"]
+    lines = [
+        f"{res['checkpoint']} (epoch {res['epoch']}, step {res['step']}) on {res['clips']} held-out clips of "
+        f"{res['val_episodes']} episodes in {res['data']}",
+        f"reconstruction: MSE {res['recon_mse']:.5f}, PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.3f}",
+        f"open loop after {k} observed frames (training clips: {L} frames; * = past that length):",
+        "     h   model MSE  copy-last MSE  ratio   model PSNR  copy-last PSNR",
+    ]
+    for h, m, b, mp, bp in zip(
+        res["horizon"],
+        res["rollout_mse"],
+        res["baseline_mse"],
+        res["rollout_psnr"],
+        res["baseline_psnr"],
+        strict=True,
+    ):
+        mark = "*" if k + h > L else " "
+        lines.append(f"  {h:3d}{mark}  {m:9.5f}  {b:13.5f}  {m / b:5.2f}   {mp:10.2f}  {bp:14.2f}")
+    m, b = (sum(res[x]) / len(res[x]) for x in ("rollout_mse", "baseline_mse"))
+    wins = sum(x < y for x, y in zip(res["rollout_mse"], res["baseline_mse"], strict=True))
+    lines.append(
+        f"mean: model {m:.5f} vs copy-last {b:.5f} (ratio {m / b:.2f}); model better at {wins} of "
+        f"{len(res['horizon'])} horizon steps"
+    )
+    if res.get("video"):
+        lines.append(f"video: {res['video']}")
+    return "\n".join(lines)
