@@ -40,6 +40,12 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=50, help="Episodes to collect when --data is missing.")
     ap.add_argument("--max_steps", type=int, default=200, help="Steps per collected episode.")
     ap.add_argument("--out", default="checkpoints/bench-model-quality")
+    ap.add_argument(
+        "--long_horizon",
+        type=int,
+        default=25,
+        help="Also score the final model this many open-loop steps ahead (past the training length; 0: skip).",
+    )
     args = ap.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
     if not Path(args.data).exists():
@@ -104,6 +110,15 @@ def main() -> None:
     print(f"mean: model {mean_m:.5f} vs copy-last {mean_b:.5f} (ratio {mean_m / mean_b:.2f})")
     print("DPGMM: " + ", ".join(f"{k.split('/')[1]} {v:.3g}" for k, v in keep.diag.items()))
     print(f"video: {ev['video']}")
+    if args.long_horizon:
+        from aime_core.checkpoint_eval import evaluate_checkpoint
+        from aime_core.commands.evaluate import format_result
+
+        print(f"\nlong horizon ({args.long_horizon} open-loop steps) with aime evaluate:")
+        long = evaluate_checkpoint(
+            Path(args.out) / "last.pt", horizon=args.long_horizon, device=args.device, clips=64
+        )
+        print(format_result(long))
 
 
 if __name__ == "__main__":
