@@ -60,7 +60,7 @@ def evaluate_checkpoint(
     if not Path(data_path).exists():
         raise TrainError(f"dataset {data_path} does not exist (the checkpoint's data path); pass --data PATH")
     k = context or cfg.rollout_context or cfg.video_length // 2
-    H = horizon or cfg.video_length - k
+    H = horizon or cfg.eval_horizon or cfg.video_length - k
     if k < 1 or H < 1 or clips < 1:
         raise TrainError(f"context, horizon and clips must be at least 1 (got {k}, {H}, {clips})")
     try:

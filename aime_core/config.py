@@ -174,6 +174,11 @@ class TrainConfig:
     perceiver_latents: int = _f(8, "Learned latents of the Perceiver-IO that read each frame's feature map.")
     perceiver_heads: int = _f(4, "Attention heads in the Perceiver context (must divide context_dim).")
     rollout_context: int = _f(0, "Frames k observed before open-loop rollouts; 0 means half of video_length.")
+    eval_horizon: int = _f(
+        0,
+        "Open-loop steps scored at each evaluation after the k observed frames; 0 means video_length - k. "
+        "Larger values score generation past the training length (eval/rollout_mse is their mean).",
+    )
     rollout_sample: bool = _f(
         False,
         "Sample z from the DPGMM prior in eval rollouts (default: mean of the most probable component).",
@@ -492,6 +497,7 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         "num_workers",
         "free_nats",
         "rollout_context",
+        "eval_horizon",
         "eval_clips",
         "video_clips",
         "inject_nan_step",

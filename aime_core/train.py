@@ -168,15 +168,28 @@ class _Run:
             self.val_data = ClipFeeder(val_store, cfg.video_length, self.device, "always", 0)
         except DataError as exc:
             raise TrainError(str(exc)) from exc
-        # Video clips run to twice the training length where the episodes allow: generation past it.
-        self.video_len = min(2 * cfg.video_length, min(len(o) for o in val_store.observations))
-        self.video_data = ClipFeeder(val_store, self.video_len, self.device, "always", 0)
         k = cfg.rollout_context or cfg.video_length // 2
         if not 1 <= k < cfg.video_length:
             raise TrainError(
                 f"rollout_context must be between 1 and video_length - 1 ({cfg.video_length - 1}), got {k}"
             )
         self.context_frames = k
+        horizon = cfg.eval_horizon or cfg.video_length - k
+        shortest = min(len(o) for o in val_store.observations)
+        if k + horizon > shortest:
+            raise TrainError(
+                f"eval_horizon {horizon} after {k} observed frames needs clips of {k + horizon} frames, but the "
+                f"shortest held-out episode has {shortest}; allowed: eval_horizon <= {shortest - k}"
+            )
+        # Scored clips are k + horizon frames long: the validation clips unless the horizon reaches past them.
+        self.eval_data = (
+            self.val_data
+            if k + horizon == cfg.video_length
+            else ClipFeeder(val_store, k + horizon, self.device, "always", 0)
+        )
+        # Video clips run to twice the training length (or the eval horizon) where the episodes allow.
+        self.video_len = min(max(2 * cfg.video_length, k + horizon), shortest)
+        self.video_data = ClipFeeder(val_store, self.video_len, self.device, "always", 0)
         model = AIME.from_config(cfg, int(info["action_dim"])).to(self.device)
         self.trainer = Trainer(model, cfg, self.device)
         if cfg.resume:
@@ -301,7 +314,7 @@ class _Run:
 
     def run_eval(self) -> dict:
         cfg, t = self.cfg, self.trainer
-        clips = first_clips(self.val_data, cfg.eval_clips, cfg.batch_size)
+        clips = first_clips(self.eval_data, cfg.eval_clips, cfg.batch_size)
         result = evaluate(t.raw_model, clips, self.context_frames, cfg.rollout_sample, t.autocast)
         video = None
         if cfg.video_clips > 0:

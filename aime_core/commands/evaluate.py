@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", help="a .pt file written by aime train (best.pt, last.pt, ckpt_epoch_N.pt)")
-    p.add_argument("--horizon", type=int, default=0, help="open-loop steps (0: the run's video_length - k)")
+    p.add_argument("--horizon", type=int, default=0, help="open-loop steps (0: the run's eval_horizon)")
     p.add_argument("--context", type=int, default=0, help="observed frames k (0: the run's rollout_context)")
     p.add_argument("--clips", type=int, default=64, help="held-out clips to average over")
     p.add_argument("--data", default=None, help="dataset (default: the one the run trained on)")

@@ -72,3 +72,28 @@ def test_bad_requests_say_what_is_allowed(trained, tmp_path, capsys):
     torch.save({"weights": 1}, foreign)
     assert main(["evaluate", str(foreign), "--device", "cpu"]) == 1
     assert "is not an AIME checkpoint" in capsys.readouterr().err
+
+
+def test_training_scores_past_the_clip_length_with_eval_horizon(synthetic_dataset, tmp_path):
+    over = {
+        "data_path": synthetic_dataset,
+        "synthetic": True,
+        "checkpoint_dir": str(tmp_path),
+        "device": "cpu",
+    }
+    cfg = resolve_train(1, "debug", overrides=over | {"num_epochs": 1, "eval_horizon": 10}, env={})
+    sink = Evals()
+    assert train(cfg, sink).status == "succeeded"
+    ev = sink.evals[-1]
+    assert ev["context_frames"] == 3 and ev["horizon"] == list(range(1, 11)) and len(ev["rollout_mse"]) == 10
+    assert evaluate_checkpoint(tmp_path / "last.pt", device="cpu")["rollout_mse"] == pytest.approx(
+        ev["rollout_mse"], rel=1e-5
+    )  # the checkpoint remembers its run's horizon
+
+    too_far = resolve_train(
+        1, "debug", overrides=over | {"eval_horizon": 30, "checkpoint_dir": str(tmp_path / "b")}, env={}
+    )
+    result = train(too_far, Evals())
+    assert result.status == "failed"
+    assert "eval_horizon 30 after 3 observed frames needs clips of 33 frames" in result.error
+    assert "allowed: eval_horizon <= 21" in result.error
