@@ -56,8 +56,8 @@ def evaluate_checkpoint(
     plus where the result came from. 0 for `context`/`horizon` means the run's own setting."""
     dev = pick_device(device)
     model, cfg, where = load_model(path, dev)
-    data_path = data or cfg.data_path
-    if not Path(data_path).exists():
+    data_path = data or cfg.data_path or ""
+    if not data_path or not Path(data_path).exists():
         raise TrainError(f"dataset {data_path} does not exist (the checkpoint's data path); pass --data PATH")
     k = context or cfg.rollout_context or cfg.video_length // 2
     H = horizon or cfg.eval_horizon or cfg.video_length - k
