@@ -8,7 +8,7 @@ reports the per-horizon errors next to copy-last-frame, with an optional video.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from aime_core.evaluate import evaluate
 from aime_core.loaders import ClipFeeder, first_clips
 from aime_core.model.aime import AIME
 from aime_core.train import TrainError, pick_device
-from aime_core.trainer import amp_dtype
+from aime_core.trainer import amp_dtype, autocast
 from aime_core.video import panel_frames, write_mp4
 
 
@@ -82,15 +82,12 @@ def evaluate_checkpoint(
         )
     feeder = ClipFeeder(store, k + H, dev, "always", 0)
     dtype = amp_dtype(dev, cfg.amp if amp is None else amp)
-
-    def autocast():
-        return contextlib.nullcontext() if dtype is None else torch.autocast(dev.type, dtype=dtype)
-
-    result = evaluate(model, first_clips(feeder, clips, cfg.batch_size), k, sample, autocast)
+    mixed = functools.partial(autocast, dev, dtype)
+    result = evaluate(model, first_clips(feeder, clips, cfg.batch_size), k, sample, mixed)
     model.eval()  # evaluate() hands the model back in train mode
     if video is not None:
         frames, actions = next(first_clips(feeder, video_clips, video_clips))
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), mixed():
             pred = model.generate(frames[:, :k], actions, k, sample=sample)
         grid = panel_frames(frames.float() / 255, pred.float(), k, cfg.video_length)
         result["video"] = write_mp4(video, grid)

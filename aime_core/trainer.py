@@ -22,6 +22,13 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in `dtype` on `device`, or nothing when dtype is None (AMP off)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 @dataclass
 class StepResult:
     loss: float
@@ -53,9 +60,7 @@ class Trainer:
         self.best_val_loss: float | None = None
 
     def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.dtype)
 
     def beta(self, step: int | None = None) -> float:
         step = self.step if step is None else step

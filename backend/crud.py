@@ -331,7 +331,7 @@ def _clone(
     child = _new_run(run.kind, cfg, run.tags, run.notes, parent_id=run.id)
     child.dataset_id = run.dataset_id
     # A retried or resumed run takes its parent's place in a sweep and seed group (leaderboards and group
-    # bands count the newest run of each lineage, see `superseded`), and keeps its promotion lineage.
+    # bands count the newest run of each lineage, see `replacements`), and keeps its promotion lineage.
     child.sweep_id, child.sweep_config = run.sweep_id, run.sweep_config
     child.group_id, child.lineage = run.group_id, dict(run.lineage)
     if run.sweep_id is not None:
@@ -360,10 +360,10 @@ def _clone(
     return child
 
 
-def superseded(runs: list[Run]) -> set[int]:
-    """Ids among `runs` that a retry or resume of theirs, also among `runs`, replaces."""
+def replacements(runs) -> dict[int, int]:
+    """Among `runs` (rows with id and parent_id, in id order): parent id -> the newest retry or resume of it."""
     ids = {r.id for r in runs}
-    return {r.parent_id for r in runs if r.parent_id in ids}
+    return {r.parent_id: r.id for r in runs if r.parent_id in ids}
 
 
 def inside(root: Path, path: str | Path) -> bool:

@@ -57,8 +57,10 @@ def _check_divergence(session: Session, pub: Publisher, run: Run, sweep: Sweep, 
     ).all()
     if len(mine) < es["patience"]:
         return
-    members = list(session.exec(select(Run).where(Run.sweep_id == sweep.id)).all())
-    replaced = crud.superseded(members)  # a resumed run's parent holds the same history: count it once
+    members = session.exec(
+        select(Run.id, Run.parent_id).where(Run.sweep_id == sweep.id).order_by(Run.id)
+    ).all()
+    replaced = crud.replacements(members)  # a resumed run's parent holds the same history: count it once
     others = [r.id for r in members if r.id != run.id and r.id not in replaced]
     rows = session.exec(
         select(M.step, M.value).where(

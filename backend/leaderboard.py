@@ -9,6 +9,7 @@ import numpy as np
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from backend import crud
 from backend.models import MetricPoint, Run, Sweep
 
 
@@ -33,10 +34,8 @@ def final_values(session: Session, run_ids: list[int], key: str) -> dict[int, tu
 def leaderboard(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
     """Configurations ranked by mean of the metric over seeds (runs stopped early, failed, or replaced by their
     retry or resume are left out)."""
-    from backend.crud import superseded  # late: crud imports the sweep modules
-
     runs = session.exec(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.id)).all()
-    replaced = superseded(list(runs))
+    replaced = crud.replacements(runs)
     values = final_values(session, [r.id for r in runs], sweep.metric)
     rows = []
     for c in sweep.configs:

@@ -326,7 +326,7 @@ def describe(session: Session, sweep: Sweep, with_runs: bool = True) -> dict[str
             "progress",
             "parent_id",
         )
-        replaced = {r.parent_id: r.id for r in runs if r.parent_id is not None}
+        replaced = crud.replacements(runs)
         out["runs"] = [{k: getattr(r, k) for k in keep} | {"replaced_by": replaced.get(r.id)} for r in runs]
         out["leaderboard"] = leaderboard(session, sweep)
         children = session.exec(select(Sweep).where(Sweep.parent_id == sweep.id).order_by(Sweep.id)).all()

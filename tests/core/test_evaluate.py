@@ -21,16 +21,15 @@ class Evals(Sink):
             self.evals.append(dict(payload))
 
 
+def _cfg(data, run_dir, **overrides):
+    base = {"data_path": data, "synthetic": True, "checkpoint_dir": str(run_dir), "device": "cpu"}
+    return resolve_train(1, "debug", overrides=base | overrides, env={})
+
+
 @pytest.fixture(scope="module")
 def trained(synthetic_dataset, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    over = {
-        "data_path": synthetic_dataset,
-        "synthetic": True,
-        "checkpoint_dir": str(run_dir),
-        "device": "cpu",
-    }
-    cfg = resolve_train(1, "debug", overrides=over | {"num_epochs": 2, "video_clips": 0}, env={})
+    cfg = _cfg(synthetic_dataset, run_dir, num_epochs=2, video_clips=0)
     sink = Evals()
     assert train(cfg, sink).status == "succeeded"
     return run_dir, sink.evals[-1]
@@ -75,13 +74,7 @@ def test_bad_requests_say_what_is_allowed(trained, tmp_path, capsys):
 
 
 def test_training_scores_past_the_clip_length_with_eval_horizon(synthetic_dataset, tmp_path):
-    over = {
-        "data_path": synthetic_dataset,
-        "synthetic": True,
-        "checkpoint_dir": str(tmp_path),
-        "device": "cpu",
-    }
-    cfg = resolve_train(1, "debug", overrides=over | {"num_epochs": 1, "eval_horizon": 10}, env={})
+    cfg = _cfg(synthetic_dataset, tmp_path, num_epochs=1, eval_horizon=10)
     sink = Evals()
     assert train(cfg, sink).status == "succeeded"
     ev = sink.evals[-1]
@@ -90,9 +83,7 @@ def test_training_scores_past_the_clip_length_with_eval_horizon(synthetic_datase
         ev["rollout_mse"], rel=1e-5
     )  # the checkpoint remembers its run's horizon
 
-    too_far = resolve_train(
-        1, "debug", overrides=over | {"eval_horizon": 30, "checkpoint_dir": str(tmp_path / "b")}, env={}
-    )
+    too_far = _cfg(synthetic_dataset, tmp_path / "b", eval_horizon=30)
     result = train(too_far, Evals())
     assert result.status == "failed"
     assert "eval_horizon 30 after 3 observed frames needs clips of 33 frames" in result.error

@@ -87,8 +87,10 @@ def aggregate(
 ) -> dict[str, Any]:
     """Mean ± std over runs at every aligned step, from all stored points (exact, not downsampled)."""
     if group:
-        members = list(session.exec(select(Run).where(Run.group_id == group).order_by(Run.id)).all())
-        replaced = crud.superseded(members)  # a retried or resumed seed counts once, as its newest run
+        members = session.exec(
+            select(Run.id, Run.parent_id).where(Run.group_id == group).order_by(Run.id)
+        ).all()
+        replaced = crud.replacements(members)  # a retried or resumed seed counts once, as its newest run
         ids = [r.id for r in members if r.id not in replaced]
     else:
         try:
