@@ -30,6 +30,10 @@ def load_model(path: str | Path, device: torch.device) -> tuple[AIME, TrainConfi
         state = ckpt.load(path, map_location=device)
     except FileNotFoundError as exc:
         raise TrainError(str(exc)) from exc
+    except Exception as exc:  # torch.load of a foreign or truncated file: pickle, zip or EOF errors
+        raise TrainError(
+            f"{path} is not an AIME checkpoint: torch cannot read it ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(state, dict) or "model" not in state or "model_hparams" not in state:
         raise TrainError(f"{path} is not an AIME checkpoint (no model or model_hparams in it)")
     model = AIME(**state["model_hparams"]).to(device)

@@ -71,6 +71,10 @@ def test_bad_requests_say_what_is_allowed(trained, tmp_path, capsys):
     torch.save({"weights": 1}, foreign)
     assert main(["evaluate", str(foreign), "--device", "cpu"]) == 1
     assert "is not an AIME checkpoint" in capsys.readouterr().err
+    text = tmp_path / "notes.pt"
+    text.write_text("# not a checkpoint\n")
+    assert main(["evaluate", str(text), "--device", "cpu"]) == 1
+    assert f"{text} is not an AIME checkpoint: torch cannot read it" in capsys.readouterr().err
 
 
 def test_training_scores_past_the_clip_length_with_eval_horizon(synthetic_dataset, tmp_path):
