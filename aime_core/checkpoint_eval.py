@@ -28,7 +28,7 @@ def load_model(path: str | Path, device: torch.device) -> tuple[AIME, TrainConfi
     """The model of a checkpoint (eval mode), its run's config, and the checkpoint's epoch/step."""
     try:
         state = ckpt.load(path, map_location=device)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ckpt.CheckpointError) as exc:  # weights only: a pickle payload never runs
         raise TrainError(str(exc)) from exc
     except Exception as exc:  # torch.load of a foreign or truncated file: pickle, zip or EOF errors
         raise TrainError(

@@ -213,8 +213,8 @@ class _Run:
 
     def resume(self, path: str) -> None:
         try:
-            state = ckpt.load(path, map_location=self.device)
-        except FileNotFoundError as exc:
+            state = ckpt.load(path, map_location=self.device)  # weights only: nothing in the file runs
+        except (FileNotFoundError, ckpt.CheckpointError) as exc:
             raise TrainError(f"--resume: {exc}") from exc
         want, have = self.trainer.raw_model.hparams, state.get("model_hparams", {})
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
