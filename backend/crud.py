@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -200,9 +202,15 @@ def start_run(session: Session, pub: Publisher, run: Run, host: str, gpu: str | 
     return run
 
 
+# run id -> monotonic time of its last heartbeat seen by this API process, written before the database is:
+# a worker whose heartbeat cannot be stored (disk full) is still alive, and the reaper must not call it lost.
+HEARD: dict[int, float] = {}
+
+
 def heartbeat(session: Session, run: Run) -> bool:
     """Note the worker is alive; returns whether it should stop."""
     if run.status == "running":
+        HEARD[run.id] = time.monotonic()
         run.heartbeat_at = utcnow()
         session.add(run)
         session.commit()
@@ -259,6 +267,8 @@ def mark_lost(session: Session, pub: Publisher, timeout_s: float) -> list[int]:
     """Running runs whose heartbeat stopped become `lost`, each with an alert."""
     cutoff = utcnow() - timedelta(seconds=timeout_s)
     stale = session.exec(select(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)).all()
+    heard_after = time.monotonic() - timeout_s
+    stale = [r for r in stale if HEARD.get(r.id, -math.inf) < heard_after]
     for run in stale:
         run.status, run.finished_at = "lost", utcnow()
         run.error = f"no heartbeat from {run.worker_host} (pid {run.worker_pid}) for {timeout_s:.0f} s"
@@ -270,6 +280,24 @@ def mark_lost(session: Session, pub: Publisher, timeout_s: float) -> list[int]:
         pub.publish("alert", run.id, {"kind": "lost", "key": "heartbeat", "message": run.error})
         _sweep_run_ended(session, pub, run)
     return [r.id for r in stale]
+
+
+def mark_worker_lost(session: Session, pub: Publisher, host: str, pid: int, reason: str) -> list[int]:
+    """The supervisor saw worker `pid` on `host` die: its running runs become `lost` now (resumable)."""
+    runs = session.exec(
+        select(Run).where(Run.status == "running", Run.worker_host == host, Run.worker_pid == pid)
+    ).all()
+    for run in runs:
+        run.status, run.finished_at = "lost", utcnow()
+        run.error = f"its worker (pid {pid} on {host}) {reason}; resume the run to continue from its last checkpoint"
+        session.add(run)
+        session.add(Alert(run_id=run.id, kind="lost", key="worker", message=run.error))
+    session.commit()
+    for run in runs:
+        pub.publish("status", run.id, {"status": "lost", "error": run.error})
+        pub.publish("alert", run.id, {"kind": "lost", "key": "worker", "message": run.error})
+        _sweep_run_ended(session, pub, run)
+    return [r.id for r in runs]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,6 +328,8 @@ def cancel_run(session: Session, pub: Publisher, run: Run) -> Run:
 
 def retry_run(session: Session, settings: Settings, pub: Publisher, run: Run) -> Run:
     """A fresh run with the same resolved config (a new run directory)."""
+    if run.status == "queued":  # it will still run: a retry would run the same thing twice
+        raise Conflict(f"run {run.id} is still queued; it has not failed (cancel it first to retry)")
     cfg = C.from_dict(C.CollectConfig if run.kind == "collect" else C.TrainConfig, run.config)
     if run.kind == "train":
         cfg.resume = None

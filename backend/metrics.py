@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import case, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from backend import crud, early_stop
@@ -47,20 +48,39 @@ def json_value(value: float | None) -> float | str:
 
 
 def ingest(session: Session, pub: Publisher, run: Run, points: list[PointIn]) -> dict[str, int]:
-    """Upsert a batch (a re-sent batch changes nothing), update the run's latest values, open NaN/Inf alerts."""
+    """Upsert a batch (a re-sent batch changes nothing), update the run's latest values, open NaN/Inf alerts.
+
+    Rows go in one canonical order (key, step), so concurrent batches to one run lock index entries in the
+    same order and cannot deadlock on Postgres; a deadlock or serialization failure that happens anyway (other
+    writers of the run row) is retried a few times on a fresh transaction."""
     now = time.time()
-    rows, alerts = [], 0
-    for p in points:
+    by_id: dict[tuple[str, int], dict] = {}
+    for p in points:  # one row per (key, step): the last one wins, as a re-send would
         v = parse_value(p.value)
-        rows.append(
-            dict(
-                run_id=run.id,
-                key=p.key,
-                step=p.step,
-                value=None if math.isnan(v) else v,
-                wall_time=p.time or now,
-            )
+        by_id[(p.key, p.step)] = dict(
+            run_id=run.id,
+            key=p.key,
+            step=p.step,
+            value=None if math.isnan(v) else v,
+            wall_time=p.time or now,
         )
+    rows = [by_id[k] for k in sorted(by_id)]
+    run_id = run.id
+    for attempt in range(5):
+        try:
+            return _ingest_rows(session, pub, run, rows, now)
+        except OperationalError as exc:
+            code = getattr(exc.orig, "sqlstate", None)
+            if code not in ("40P01", "40001") or attempt == 4:  # deadlock_detected, serialization_failure
+                raise
+            session.rollback()
+            time.sleep(0.05 * (attempt + 1))
+            run = session.get(Run, run_id)
+    raise AssertionError("unreachable")
+
+
+def _ingest_rows(session: Session, pub: Publisher, run: Run, rows: list[dict], now: float) -> dict[str, int]:
+    alerts = 0
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(MetricPoint)

@@ -1,15 +1,25 @@
 """HttpSink: sends metrics, events and artifacts to the API in batches from a background thread.
 
-Every batch becomes one request. A request that fails (API down, restarting) is appended to a spool file on
-disk, and so is every later one until the spool drains again, oldest first, so order is kept and nothing is
-lost. The API upserts metric points on (run, key, step) and drops events whose uid it has seen, so a request
-that was received but whose answer was lost can be re-sent safely.
+Nothing is dropped silently. Every batch becomes one request, queued in a backlog that is sent oldest first (so
+order is kept). A request the API does not acknowledge (connection error, timeout, any 5xx including 507 "disk
+full", 429, 408, or a 401 from an API restarting without its token yet) stays in the backlog, which is mirrored
+to a spool file on disk, and is re-sent with backoff (0.5 s doubling to 5 s) until it is acknowledged. Only a
+4xx that re-sending cannot fix (404 run deleted, 422 malformed) is dropped, and then loudly: counted in
+`dropped_points`, printed to the worker log and raised as an alert on the run.
+
+`close()` waits for the backlog to drain (bounded by `close_timeout`) and returns how many metric points were
+not delivered; those stay in the spool file, and `resend_spools` (called when a worker starts) sends them. The API
+upserts metric points on (run, key, step) and drops events whose uid it has seen, so a request that was received
+but whose answer was lost can be re-sent safely.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +30,9 @@ import httpx
 
 from aime_core.sinks import Sink
 from worker.api import ApiClient, ApiError
+
+BATCH = 2000  # points per request
+MAX_BACKOFF = 5.0
 
 
 def _safe(value: Any) -> Any:
@@ -35,6 +48,132 @@ def _safe(value: Any) -> Any:
     return value
 
 
+def retryable(status: int) -> bool:
+    """Statuses that re-sending can fix: server errors (507 disk full included), throttling, a restarting API."""
+    return status >= 500 or status in (401, 408, 425, 429)
+
+
+def _points(req: dict) -> int:
+    return len(req.get("json", {}).get("points", ())) if req["path"].endswith("/metrics") else 0
+
+
+class Refused(Exception):
+    """A request that can never succeed (a 4xx, or an upload whose file is gone)."""
+
+
+class Backlog:
+    """Unacknowledged requests of one run, oldest first, mirrored to `spool` (one JSON request per line).
+
+    The file always holds every unacknowledged request unless the disk refuses writes; then they wait in memory
+    and the file is rewritten as soon as it can be. A sent request may still be in the file for a moment; sending
+    it again later is harmless (idempotent ingest).
+    """
+
+    def __init__(self, api: ApiClient, run_id: int, spool: Path):
+        self.api, self.run_id, self.spool = api, run_id, spool
+        self.items: list[dict] = []
+        self.in_file = 0  # items[:in_file] are in the file as its only lines (when not `stale`)
+        self.stale = False  # the file holds lines that were sent meanwhile, or a torn write: rewrite it
+        self.sent_requests = 0
+        self.dropped_points = 0
+        self.dropped: list[str] = []
+        self.last_error: str | None = None
+        self.disk_error: str | None = None
+        if spool.exists():  # left by an earlier process for this run
+            for line in spool.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.items.append(json.loads(line))
+            self.in_file = len(self.items)
+
+    def points(self) -> int:
+        return sum(_points(r) for r in self.items)
+
+    # --- sending
+    def _send(self, req: dict) -> None:
+        if "upload" in req:
+            try:
+                content = Path(req["upload"]).read_bytes()
+            except OSError as exc:
+                raise Refused(f"cannot read {req['upload']}: {exc.strerror or exc}") from None
+            self.api.request("POST", req["path"], params=req["params"], content=content)
+        else:
+            self.api.request("POST", req["path"], json=req["json"])
+        self.sent_requests += 1
+
+    def send(self) -> bool:
+        """Send from the oldest on until one is not acknowledged; True when nothing is left."""
+        while self.items:
+            req = self.items[0]
+            try:
+                self._send(req)
+            except ApiError as exc:
+                if retryable(exc.status):
+                    self.last_error = str(exc)
+                    return False
+                self._drop(req, str(exc))
+            except Refused as exc:
+                self._drop(req, str(exc))
+            except httpx.HTTPError as exc:  # connection refused, timeout, reset...
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                return False
+            self.items.pop(0)
+            if self.in_file:
+                self.in_file -= 1
+                self.stale = True
+        self.last_error = None
+        return True
+
+    def _drop(self, req: dict, why: str) -> None:
+        n = _points(req)
+        self.dropped_points += n
+        what = f"{n} metric points" if n else req["path"].rsplit("/", 1)[-1]
+        msg = f"the API refused {what} of run {self.run_id} for good ({why[:300]}); dropped"
+        self.dropped.append(msg)
+        print(f"http sink: {msg}", file=sys.stderr, flush=True)
+
+    # --- the spool file
+    def persist(self) -> None:
+        """Make the file match the backlog (append the new tail, or rewrite it after sends or a failed write)."""
+        try:
+            if not self.items:
+                if self.in_file or self.stale or self.spool.exists():
+                    self.spool.unlink(missing_ok=True)
+                self.in_file, self.stale = 0, False
+            elif self.stale:
+                self.spool.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.spool.with_name(self.spool.name + ".tmp")
+                try:
+                    with tmp.open("w") as f:
+                        f.writelines(json.dumps(r) + "\n" for r in self.items)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, self.spool)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                self.in_file, self.stale = len(self.items), False
+            elif self.in_file < len(self.items):
+                self.spool.parent.mkdir(parents=True, exist_ok=True)
+                with self.spool.open("a") as f:
+                    try:
+                        f.writelines(json.dumps(r) + "\n" for r in self.items[self.in_file :])
+                        f.flush()
+                        os.fsync(f.fileno())
+                    except OSError:
+                        self.stale = True  # maybe a torn last line: rewrite the whole file next time
+                        raise
+                self.in_file = len(self.items)
+            self.disk_error = None
+        except OSError as exc:
+            first = self.disk_error is None
+            self.disk_error = f"cannot write the spool {self.spool}: {exc.strerror or exc}"
+            if first:  # the requests wait in memory meanwhile
+                print(
+                    f"http sink: {self.disk_error}; keeping the batches in memory",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
 class HttpSink(Sink):
     def __init__(
         self,
@@ -46,18 +185,36 @@ class HttpSink(Sink):
     ):
         self.api, self.run_id = api, run_id
         self.spool = Path(spool_dir) / f"run-{run_id}.jsonl"
-        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            self.spool.parent.mkdir(parents=True, exist_ok=True)
         self.flush_s, self.close_timeout = flush_s, close_timeout
+        self.backlog = Backlog(api, run_id, self.spool)
         self._lock = threading.Lock()
         self._points: list[dict] = []
         self._events: list[dict] = []
         self._files: list[dict] = []
         self._progress: dict | None = None
+        self._alerted = 0
         self._closing = threading.Event()
-        self.sent_requests = 0
-        self.spooled_requests = 0
+        self._wake = threading.Event()
+        self._timeout: float | None = None
+        self.spooled_requests = 0  # requests that were not acknowledged at their first try
         self._thread = threading.Thread(target=self._loop, name=f"http-sink-{run_id}", daemon=True)
         self._thread.start()
+
+    @property
+    def sent_requests(self) -> int:
+        return self.backlog.sent_requests
+
+    @property
+    def dropped_points(self) -> int:
+        return self.backlog.dropped_points
+
+    def unsent_points(self) -> int:
+        """Metric points not acknowledged by the API yet (waiting in memory or in the spool)."""
+        with self._lock:
+            waiting = len(self._points)
+        return waiting + self.backlog.points()
 
     # --- Sink interface (called by the trainer / collector; never blocks on the network)
     def metrics(self, step, values, epoch=None):
@@ -88,9 +245,16 @@ class HttpSink(Sink):
                 {"kind": kind, "path": str(path), "step": step, "meta": _safe(dict(meta or {}))}
             )
 
-    def close(self):
+    def close(self, timeout: float | None = None) -> int:
+        """Send what is left, waiting up to `timeout` (default `close_timeout`) s for the API to take it all.
+
+        Returns the metric points still undelivered; they are in the spool file (or, if the disk refused it
+        too, lost with this process: the caller reports the count either way)."""
+        self._timeout = self.close_timeout if timeout is None else timeout
         self._closing.set()
-        self._thread.join(self.close_timeout)
+        self._wake.set()
+        self._thread.join(self._timeout + 15)  # + one request's timeout
+        return self.unsent_points()
 
     # --- background sending
     def _take(self) -> list[dict]:
@@ -99,9 +263,9 @@ class HttpSink(Sink):
             points, events, files, progress = self._points, self._events, self._files, self._progress
             self._points, self._events, self._files, self._progress = [], [], [], None
         reqs = []
-        for i in range(0, len(points), 2000):
+        for i in range(0, len(points), BATCH):
             reqs.append(
-                {"path": f"/api/runs/{self.run_id}/metrics", "json": {"points": points[i : i + 2000]}}
+                {"path": f"/api/runs/{self.run_id}/metrics", "json": {"points": points[i : i + BATCH]}}
             )
         if progress:
             events = [*events, progress]
@@ -126,68 +290,65 @@ class HttpSink(Sink):
                 reqs.append({"path": f"/api/runs/{self.run_id}/artifacts", "json": f})
         return reqs
 
-    def _send(self, req: dict) -> None:
-        if "upload" in req:
-            content = Path(req["upload"]).read_bytes()
-            self.api.request("POST", req["path"], params=req["params"], content=content, retry_for=1.0)
-        else:
-            self.api.request("POST", req["path"], json=req["json"], retry_for=1.0)
-        self.sent_requests += 1
-
-    def _drain_spool(self) -> bool:
-        """Re-send spooled requests, oldest first; True when the spool is empty."""
-        if not self.spool.exists():
-            return True
-        lines = self.spool.read_text().splitlines()
-        for i, line in enumerate(lines):
-            try:
-                self._send(json.loads(line))
-            except ApiError:
-                continue  # refused for good (e.g. run deleted): drop it
-            except (httpx.TransportError, OSError):
-                self.spool.write_text("".join(x + "\n" for x in lines[i:]))
-                return False
-        self.spool.unlink()
-        return True
-
-    def _spool_write(self, reqs: list[dict]) -> None:
-        with self.spool.open("a") as f:
-            for r in reqs:
-                f.write(json.dumps(r) + "\n")
-        self.spooled_requests += len(reqs)
+    def _alert_drops(self) -> None:
+        """Every drop becomes an alert on the run (sent like any event; never about itself)."""
+        new = self.backlog.dropped[self._alerted :]
+        self._alerted = len(self.backlog.dropped)
+        for msg in new:
+            if msg.startswith("the API refused events"):
+                continue  # an alert about refused events could be refused the same way
+            self.event("alert", {"kind": "delivery", "key": "delivery", "message": msg})
 
     def _loop(self) -> None:
-        backoff = 0.0
-        deadline = None
+        backoff, deadline = 0.0, None
         while True:
             closing = self._closing.is_set()
             if closing and deadline is None:
-                deadline = time.monotonic() + self.close_timeout - 1
-            reqs = self._take()
-            ok = self._drain_spool()
-            for j, req in enumerate(reqs):
-                if not ok:
-                    self._spool_write(reqs[j:])
-                    break
-                try:
-                    self._send(req)
-                except ApiError:
-                    pass  # 4xx: the API will never take it; re-sending cannot help
-                except (httpx.TransportError, OSError):
-                    ok = False
-                    self._spool_write(reqs[j:])
-                    break
-            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 5.0)
-            if closing and (ok or time.monotonic() > deadline):
+                deadline = time.monotonic() + (self._timeout or 0)
+            new = self._take()
+            was_ok = not self.backlog.items
+            self.backlog.items += new
+            ok = self.backlog.send()
+            if not ok and was_ok:
+                self.spooled_requests += len(self.backlog.items)
+            elif not ok:
+                self.spooled_requests += len(new)
+            self.backlog.persist()
+            if self.backlog.dropped[self._alerted :]:
+                self._alert_drops()
+                continue
+            if closing and (ok or time.monotonic() >= deadline):
                 return  # what is still spooled is re-sent by the next worker start (resend_spools)
-            self._closing.wait(self.flush_s + backoff) if not closing else time.sleep(backoff)
+            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), MAX_BACKOFF)
+            wait = self.flush_s + backoff
+            if closing:
+                wait = min(backoff, max(0.0, deadline - time.monotonic()))
+                time.sleep(wait)
+            else:
+                self._wake.wait(wait)
 
 
-def resend_spools(api: ApiClient, spool_dir: str | Path) -> int:
-    """Send what earlier runs left in the spool (the API was down when they ended); returns files emptied."""
-    emptied = 0
+def resend_spools(api: ApiClient, spool_dir: str | Path) -> dict[int, int]:
+    """Send what earlier processes left in the spool (the API was down when their runs ended).
+
+    Returns {run id: metric points still unsent} for the files that could not be emptied; {} when all went."""
+    left = {}
     for path in sorted(Path(spool_dir).glob("run-*.jsonl")):
-        sink = HttpSink.__new__(HttpSink)
-        sink.api, sink.spool, sink.sent_requests = api, path, 0
-        emptied += sink._drain_spool()
-    return emptied
+        try:
+            run_id = int(path.stem.split("-", 1)[1])
+        except ValueError:
+            continue
+        backlog = Backlog(api, run_id, path)
+        points = backlog.points()
+        if backlog.send():
+            backlog.persist()
+            with contextlib.suppress(Exception):  # a note on the run: its late points arrived
+                msg = f"{points} spooled metric points delivered late from {path}"
+                if backlog.dropped_points:
+                    msg += f"; {backlog.dropped_points} refused for good"
+                event = {"kind": "log", "payload": {"level": "info", "message": msg}, "uid": uuid.uuid4().hex}
+                api.post(f"/api/runs/{run_id}/events", {"events": [event]})
+        else:
+            backlog.persist()
+            left[run_id] = backlog.points()
+    return left

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import socket
@@ -42,14 +43,17 @@ def _on_ready(sender=None, **_kw) -> None:
 
 
 def _resend_left_overs(settings) -> None:
-    """Batches spooled by an earlier process whose API was down; retried for a few minutes."""
+    """Batches spooled by an earlier process whose API was down: re-sent with backoff until all are delivered."""
     api = ApiClient(settings.api_url, settings.api_token)
-    for _ in range(60):
+    delay = 1.0
+    while True:
         with contextlib.suppress(Exception):
-            resend_spools(api, settings.spool_path)
-            if not any(settings.spool_path.glob("run-*.jsonl")):
+            left = resend_spools(api, settings.spool_path)
+            if not left:
                 return
-        time.sleep(5)
+            print(f"spooled points still unsent: {left} (run: points); retrying in {delay:.0f} s", flush=True)
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 @worker_shutdown.connect
@@ -136,20 +140,34 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
             result = dataclasses.asdict(trained)
             status, error = trained.status, trained.error
     except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt on shutdown
-        status, error = "failed", "".join(traceback.format_exception(exc))[-8000:]
+        status, error = "failed", _cause(exc, run_dir) + "".join(traceback.format_exception(exc))[-8000:]
         sinks.event("log", {"level": "error", "message": error})
         if not isinstance(exc, Exception):
             raise
     finally:
         if status == "cancelled" and SHUTDOWN.is_set() and not heartbeat.should_stop():
             error = "the worker was shut down; resume the run to continue from its last checkpoint"
-        heartbeat.close()
         log = jsonl.path if jsonl else run_dir / "metrics.jsonl"
         if jsonl:
-            jsonl.close()
+            with contextlib.suppress(OSError):  # a full disk was reported above
+                jsonl.close()
         if log.exists():
             http.artifact("log", str(log), None, {"name": log.name})
-        http.close()  # flush: every point is in the API (or the spool) before the final status
+        # Flush: every point reaches the API before the final status. The heartbeat goes on meanwhile, so an
+        # API that answers again in time sees a live run; the wait is bounded (AIME_SINK_CLOSE_TIMEOUT).
+        unsent = http.close(settings.sink_close_timeout)
+        heartbeat.close()
+        if unsent:  # the API stayed away: say so in the final state instead of claiming success
+            result = {**result, "spooled_points": unsent, "spool": str(http.spool)}
+            note = (
+                f"{unsent} metric points were not delivered within {settings.sink_close_timeout:.0f} s "
+                f"({http.backlog.last_error or http.backlog.disk_error}); they are spooled in {http.spool} on "
+                f"{socket.gethostname()} and re-sent when a worker starts there again"
+            )
+            status = "failed" if status == "succeeded" else status
+            error = f"{error}\n{note}" if error else note
+        if http.dropped_points:
+            result = {**result, "dropped_points": http.dropped_points}
         WorkerPresence.current = None
         try:
             api.post(
@@ -161,6 +179,27 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
             print(f"run {run_id}: finish refused ({exc})", flush=True)
         api.close()
     return status
+
+
+def _cause(exc: BaseException, run_dir: Path) -> str:
+    """A first line that names the path and the cause when a write failed (disk full, read-only, denied)."""
+    from aime_core.checkpoint import CheckpointWriteError, write_problem
+
+    if isinstance(exc, CheckpointWriteError):
+        return f"{exc}\n\n"
+    text = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+    disk = isinstance(exc, OSError) and getattr(exc, "errno", None) in (
+        errno.ENOSPC,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EDQUOT,
+    )
+    if disk or "unexpected pos" in text or "No space left" in text or "av.error" in text:
+        where = Path(getattr(exc, "filename", None) or run_dir)
+        where = where if where.is_dir() else where.parent
+        return f"cannot write the run's files: {write_problem(where, exc)}\n\n"
+    return ""
 
 
 @app.task(name="aime.collect", bind=True)

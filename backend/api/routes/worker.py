@@ -5,12 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
 
 from backend import crud
 from backend.api.deps import PubDep, SessionDep, Token, run_or_404
 from backend.models import FinishIn, RunEvent, StartIn
 
 router = APIRouter(prefix="/api/runs", tags=["worker"], dependencies=[Token])
+
+
+class WorkerLostIn(BaseModel):
+    host: str = Field(max_length=255)
+    pid: int
+    reason: str = Field("exited", max_length=500)
+
+
+@router.post("/worker-lost")
+def worker_lost(body: WorkerLostIn, session: SessionDep, pub: PubDep) -> dict[str, Any]:
+    """A supervisor reports a dead worker process: the runs it was running become `lost` at once (resumable)."""
+    return {"lost": crud.mark_worker_lost(session, pub, body.host, body.pid, body.reason)}
 
 
 @router.post("/{run_id}/start")
