@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session
@@ -21,6 +21,7 @@ from backend.api.routes import metrics as metric_routes
 from backend.core.db import get_engine
 from backend.core.pubsub import Publisher
 from backend.core.settings import get_settings
+from backend.security import SecurityMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = ROOT / "frontend"
@@ -68,6 +69,8 @@ app = FastAPI(
 )
 for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
     app.include_router(module.router)
+# Host allow-list, same-origin and token checks before any body is read, body limits, security headers.
+app.add_middleware(SecurityMiddleware)
 
 
 @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
@@ -126,15 +129,30 @@ app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_
 app.mount("/static", _Static(FRONTEND / "static"), name="static")
 
 
+DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>AIME tier runner - API</title><link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/swagger/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static/swagger/swagger-ui-bundle.js"></script><script src="/docs/init.js"></script></body></html>
+"""
+# Swagger UI's start-up as a file, not an inline script: the Content-Security-Policy allows scripts from 'self' only.
+DOCS_INIT = """SwaggerUIBundle({url: %s, dom_id: "#swagger-ui", layout: "BaseLayout", deepLinking: true,
+  showExtensions: true, showCommonExtensions: true,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset]});
+"""
+
+
 @app.get("/docs", include_in_schema=False)
 def docs() -> HTMLResponse:
     """Interactive OpenAPI documentation."""
-    return get_swagger_ui_html(
-        openapi_url=app.openapi_url or "/openapi.json",
-        title="AIME tier runner - API",
-        swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-        swagger_css_url="/static/swagger/swagger-ui.css",
-        swagger_favicon_url="data:,",
+    return HTMLResponse(DOCS_HTML)
+
+
+@app.get("/docs/init.js", include_in_schema=False)
+def docs_init() -> PlainTextResponse:
+    return PlainTextResponse(
+        DOCS_INIT % json.dumps(app.openapi_url or "/openapi.json"), media_type="text/javascript"
     )
 
 

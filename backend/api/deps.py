@@ -8,16 +8,16 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session
 
+from backend import security
 from backend.core.db import get_session
 from backend.core.pubsub import Publisher
 from backend.core.settings import Settings, get_settings
 from backend.models import Run
 
-LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
-
 
 def is_local(request: Request) -> bool:
-    return request.client is not None and request.client.host in LOCAL_HOSTS
+    """A loopback client with no proxy headers (X-Real-IP, Forwarded, X-Forwarded-For make a request remote)."""
+    return security.is_local(request.scope)
 
 
 def _bearer(request: Request) -> str:

@@ -94,7 +94,7 @@ def client(service_env):
 
     from backend.main import app
 
-    with TestClient(app, client=("127.0.0.1", 50000)) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as c:
         c.h = {"Authorization": f"Bearer {TOKEN}"}
         c.token = TOKEN
         yield c

@@ -91,7 +91,7 @@ def test_reads_and_session_token_only_for_localhost(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert "/api/runs/{run_id}/metrics/{key}" in paths and client.get("/docs").status_code == 200
     assert client.get("/runs/5").headers["content-type"].startswith("text/html")  # the page routes
-    with TestClient(app, client=("10.1.2.3", 4000)) as remote:
+    with TestClient(app, base_url="http://127.0.0.1:8000", client=("10.1.2.3", 4000)) as remote:
         assert remote.get("/api/session").status_code == 403
         assert remote.get("/api/runs").status_code == 401
         assert remote.get("/api/runs", headers=client.h).status_code == 200

@@ -8,7 +8,7 @@ from backend.main import app
 
 
 def test_docs_page_uses_only_local_assets():
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1:8000")
     page = client.get("/docs")
     assert page.status_code == 200
     urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text) + re.findall(

@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import text
 
 from aime_core import config as C
-from backend.api.deps import SessionDep, SettingsDep, is_local
+from backend import security
+from backend.api.deps import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api", tags=["misc"])
 
@@ -73,7 +74,8 @@ def tiers() -> dict[str, Any]:
 
 @router.get("/session")
 def session_token(request: Request, settings: SettingsDep) -> dict[str, Any]:
-    """The API token, for a browser on the same machine only (the page needs it to launch runs)."""
-    if not is_local(request):
-        raise HTTPException(403, "the token is only handed to clients on localhost; paste it from `aime up`")
+    """The API token, for a page on this machine only: loopback client and Host, same-origin (if any Origin)."""
+    refusal = security.session_refusal(request.scope)
+    if refusal:
+        raise HTTPException(403, f"{refusal}; paste the token printed by `aime up`")
     return {"token": settings.api_token, "local": True}
