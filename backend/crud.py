@@ -86,7 +86,7 @@ def _set_run_dir(settings: Settings, run: Run, given: bool) -> None:
 
 def _enqueue(session: Session, run: Run) -> None:
     try:
-        run.celery_task_id = celery_client.send_run(run.kind, run.id)
+        run.celery_task_id = celery_client.send_run(run.kind, run.id, run.synthetic)
     except Exception as exc:  # noqa: BLE001 - broker down: the run fails visibly instead of waiting forever
         run.status, run.finished_at = "failed", utcnow()
         run.error = f"could not queue the run: the broker is unreachable ({exc})"

@@ -1,4 +1,5 @@
-"""The Celery app of the workers: queues `collect` and `train`, routed by task name (see backend.core.celery_client)."""
+"""The Celery app of the workers: queues `collect`, `synthetic` and `train`, routed by task name (see
+backend.core.celery_client)."""
 
 from __future__ import annotations
 

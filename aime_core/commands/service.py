@@ -28,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.set_defaults(func=cmd_up)
 
     w = sub.add_parser("worker", help="Start Celery workers that take runs from the queues.")
-    w.add_argument("--queues", default="collect,train", help="Comma-separated queues: collect, train.")
+    w.add_argument(
+        "--queues",
+        default="collect,train",
+        help="Comma-separated queues: collect, synthetic (synthetic datasets), train.",
+    )
     w.add_argument("--gpus", default=None, help="GPU indices, one training process each (e.g. 0,1).")
     w.add_argument("--api", default=None, help="API URL the worker reports to (AIME_API_URL).")
     w.add_argument("--token", default=None, help="API token (AIME_API_TOKEN).")
@@ -49,9 +53,12 @@ def _worker_env(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     _worker_env(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    bad = [q for q in queues if q not in ("collect", "train")]
+    bad = [q for q in queues if q not in ("collect", "synthetic", "train")]
     if bad:
-        print(f"aime worker: unknown queue(s) {', '.join(bad)}; allowed: collect, train", file=sys.stderr)
+        print(
+            f"aime worker: unknown queue(s) {', '.join(bad)}; allowed: collect, synthetic, train",
+            file=sys.stderr,
+        )
         return 2
     gpus = [g.strip() for g in (args.gpus or "").split(",") if g.strip()]
     if len(gpus) > 1:  # one process per GPU, each seeing only its own device, supervised
@@ -203,7 +210,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     worker_env = {k: v for k, v in env.items() if k not in ("AIME_DATABASE_URL", "AIME_DATABASE_SCHEMA")}
     wcmd = [py, "-m", "aime_core.cli", "worker"]
     workers = [
-        Child("collect worker", [*wcmd, "--queues", "collect"], worker_env, logs / "worker-collect.log")
+        Child("collect worker", [*wcmd, "--queues", "collect"], worker_env, logs / "worker-collect.log"),
+        # Synthetic datasets take seconds: their own small worker, so they never wait behind a real collection.
+        Child(
+            "synthetic worker", [*wcmd, "--queues", "synthetic"], worker_env, logs / "worker-synthetic.log"
+        ),
     ]
     gpus = _gpu_count()
     n_train = args.workers if args.workers is not None else max(gpus, 1)
@@ -216,10 +227,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         children.append(w)
         sup.start(w)
     where = f"{gpus} GPU(s)" if gpus else "the CPU"
+    if args.host in ("127.0.0.1", "localhost", "::1"):
+        remote = "  (this machine only: to open it from another one, start with --host 0.0.0.0)\n"
+    else:  # bound beyond loopback: the name others reach this machine by, not 127.0.0.1
+        import socket
+
+        name = args.host if args.host not in ("0.0.0.0", "::") else socket.getfqdn()
+        remote = f"  (a browser on another machine: open http://{name}:{args.port}/?token={token} once)\n"
     print(
-        f"\n  AIME tier runner is up: {api_url}/\n  API token: {token}\n"
-        f"  (a browser on another machine: open {api_url}/?token={token} once; the page keeps it)\n"
-        f"  {n_train} training worker(s) on {where}, 1 collection worker; data and logs in {data_dir}\n"
+        f"\n  AIME tier runner is up: {api_url}/\n  API token: {token}\n{remote}"
+        f"  {n_train} training worker(s) on {where}, 1 collection worker, 1 synthetic-data worker;"
+        f" data and logs in {data_dir}\n"
         f"  Ctrl-C stops everything.\n",
         flush=True,
     )

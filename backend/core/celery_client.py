@@ -9,7 +9,8 @@ from kombu import Queue
 
 from backend.core.settings import Settings, get_settings
 
-QUEUES = ("collect", "train")
+# "synthetic": synthetic-data collections (seconds each) on their own small worker, never behind a real collection.
+QUEUES = ("collect", "synthetic", "train")
 TASKS = {"collect": "aime.collect", "train": "aime.train"}
 
 
@@ -39,8 +40,13 @@ def get_celery() -> Celery:
     return configure(Celery("aime-api"), get_settings())
 
 
-def send_run(kind: str, run_id: int) -> str:
-    result = get_celery().send_task(TASKS[kind], args=[run_id], queue=kind)
+def queue_of(kind: str, synthetic: bool = False) -> str:
+    """The queue of a run: a synthetic collection (seconds) has its own, so it never waits behind a real one."""
+    return "synthetic" if kind == "collect" and synthetic else kind
+
+
+def send_run(kind: str, run_id: int, synthetic: bool = False) -> str:
+    result = get_celery().send_task(TASKS[kind], args=[run_id], queue=queue_of(kind, synthetic))
     return result.id
 
 

@@ -56,7 +56,8 @@ def test_auth_validation_and_launch(client):
     assert client.get("/api/runs", params={"tag": "sweep", "kind": "train"}).json()["total"] == 3
     assert client.get("/api/runs", params={"text": "seed2"}).json()["total"] == 1
     queue = client.get("/api/queue").json()
-    assert [w["run_id"] for w in queue["queues"]["collect"]["waiting"]] == [collect_id]
+    # A synthetic collection has its own queue (never behind a real collection).
+    assert [w["run_id"] for w in queue["queues"]["synthetic"]["waiting"]] == [collect_id]
     assert sorted(w["run_id"] for w in queue["queues"]["train"]["waiting_for_data"]) == [
         r["id"] for r in runs
     ]

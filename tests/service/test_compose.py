@@ -33,7 +33,7 @@ def test_compose_structure():
         env = services[worker]["environment"]
         assert "AIME_DATABASE_URL" not in env  # workers talk to the API with the token only
         assert env["AIME_API_URL"] == "http://api:8000" and env["AIME_REDIS_URL"].startswith("redis://redis:")
-    assert services["worker-cpu"]["command"][-2:] == ["--queues", "collect"]
+    assert services["worker-cpu"]["command"][-2:] == ["--queues", "collect,synthetic"]
     gpu = services["worker-gpu"]
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["count"] == 1 and device["capabilities"] == ["gpu"]

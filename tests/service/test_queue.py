@@ -118,7 +118,7 @@ def test_train_run_through_the_queue_survives_an_api_restart(live):
     sse_steps = {(p["key"], p["step"]) for e in sse.of(rid, "metrics") for p in e["points"]}
     assert expected <= sse_steps  # live events arrived for every point, none lost across the restart
     assert {e["kind"] for e in sse.of(rid, "artifact")} >= {"video", "checkpoint"}
-    assert client.queue()["workers"][0]["queues"] == ["collect", "train"]
+    assert client.queue()["workers"][0]["queues"] == ["collect", "synthetic", "train"]
 
 
 def test_cancel_lost_and_resume(live):
