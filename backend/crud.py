@@ -87,9 +87,8 @@ def _set_run_dir(settings: Settings, run: Run, given: bool) -> None:
 def _enqueue(session: Session, run: Run) -> None:
     try:
         run.celery_task_id = celery_client.send_run(run.kind, run.id, run.synthetic)
-    except Exception as exc:  # noqa: BLE001 - broker down: the run fails visibly instead of waiting forever
-        run.status, run.finished_at = "failed", utcnow()
-        run.error = f"could not queue the run: the broker is unreachable ({exc})"
+    except Exception as exc:  # noqa: BLE001 - broker down: the run stays queued, sent when the broker is back
+        run.error = f"{NOT_SENT} ({exc}); it is sent when the broker answers again (backend/reconcile.py)"
     session.add(run)
 
 
@@ -103,6 +102,9 @@ def _active_collection(session: Session, path: str) -> Run | None:
 def create_runs(session: Session, settings: Settings, pub: Publisher, body: RunCreate) -> list[Run]:
     """Insert and enqueue one run per seed; a train run whose dataset is missing waits for its collection."""
     seeds = body.seeds if body.seeds else [body.seed]
+NOT_SENT = "not sent to the broker yet: it is unreachable"
+
+
     configs = [resolve_launch(settings, body, s) for s in seeds]  # all valid before any is created
     group = f"g{uuid.uuid4().hex[:10]}" if len(seeds) > 1 else None  # a seed group: mean ± std on the server
     runs: list[Run] = []

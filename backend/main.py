@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session
 
-from backend import crud, metrics
+from backend import crud, diskfull, metrics, reconcile
 from backend.api.routes import alerts, artifacts, datasets, events, misc, queue, runs, sweeps, worker
 from backend.api.routes import metrics as metric_routes
 from backend.core.db import get_engine
@@ -56,8 +56,10 @@ async def _reaper() -> None:
 @asynccontextmanager
 async def lifespan(_app: FastAPI):
     task = asyncio.create_task(_reaper())
+    requeue = asyncio.create_task(reconcile.loop(get_settings(), get_engine))  # broker vs database
     yield
     task.cancel()
+    requeue.cancel()
 
 
 app = FastAPI(
@@ -68,6 +70,7 @@ app = FastAPI(
     redoc_url=None,
 )
 for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
+diskfull.install(app)  # a full data disk: writes answer 507 (the worker sink re-sends), reads keep working
     app.include_router(module.router)
 # Host allow-list, same-origin and token checks before any body is read, body limits, security headers.
 app.add_middleware(SecurityMiddleware)

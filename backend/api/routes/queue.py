@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from fastapi import APIRouter
 from sqlmodel import select
 
@@ -50,10 +51,30 @@ def queue_lengths(settings: Settings) -> dict[str, int]:
     return {q: r.llen(f"{settings.redis_prefix}{q}") for q in QUEUES}
 
 
+def _queue_of(run: Run) -> str:
+    return "synthetic" if run.kind == "collect" and run.synthetic and "synthetic" in QUEUES else run.kind
+
+
 @router.get("/queue")
 def queue(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
-    """Per queue: waiting jobs in order (run, position), runs waiting for their dataset; workers and their jobs."""
-    jobs = broker_jobs(settings)
+    """Per queue: waiting jobs in order (run, position), runs waiting for their dataset; workers and their jobs.
+
+    `broker` says whether the broker answered; when it did not, the queues are what the database lists as
+    queued (in launch order) and `workers` is empty: never an error."""
+    broker: dict[str, Any] = {"reachable": True, "error": None}
+    try:
+        jobs = broker_jobs(settings)
+        online = workers(settings)
+    except (redis.RedisError, OSError) as exc:
+        broker = {"reachable": False, "error": f"broker unreachable: {type(exc).__name__}: {exc}"}
+        queued = session.exec(
+            select(Run).where(Run.status == "queued", Run.waits_for_id.is_(None), Run.held == False)  # noqa: E712
+        ).all()
+        jobs = {
+            q: [{"task_id": r.celery_task_id, "task": q, "run_id": r.id} for r in queued if _queue_of(r) == q]
+            for q in QUEUES
+        }
+        online = []
     ids = {j["run_id"] for js in jobs.values() for j in js if j["run_id"]}
     runs = {r.id: r for r in session.exec(select(Run).where(Run.id.in_(ids)))} if ids else {}
     queues = {}
@@ -89,4 +110,4 @@ def queue(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
         }
         for r in running
     ]
-    return {"queues": queues, "active": active, "workers": workers(settings)}
+    return {"queues": queues, "active": active, "workers": online, "broker": broker}
