@@ -15,9 +15,10 @@ from sqlalchemy import delete, func, or_
 from sqlmodel import Session, select
 
 from aime_core import config as C
+from backend import security
 from backend.core import celery_client
 from backend.core.pubsub import Publisher
-from backend.core.settings import Settings
+from backend.core.settings import Settings, get_settings
 from backend.models import (
     FINAL_STATUSES,
     Alert,
@@ -48,9 +49,10 @@ def resolve_launch(settings: Settings, body: RunCreate, seed: int | None) -> Any
             overrides[name] = getattr(body, name)
     if seed is not None:
         overrides["seed"] = seed
+    confine_paths(settings, overrides)
     resolve = C.resolve_collect if body.kind == "collect" else C.resolve_train
     cfg = resolve(body.tier, body.preset, overrides, env={})  # the API's own environment must not leak in
-    if "data_path" not in overrides:  # datasets live under the data directory, named like the seed's scripts
+    if not overrides.get("data_path"):  # datasets live under the data directory, named as the scripts do
         own = (
             settings.datasets_dir
             / C.default_data_path(cfg.domain, cfg.task, cfg.tier, cfg.seed, cfg.preset).name
@@ -60,6 +62,22 @@ def resolve_launch(settings: Settings, body: RunCreate, seed: int | None) -> Any
             name = C.default_data_path(cfg.domain, cfg.task, cfg.tier, C.DEFAULT_SEED, cfg.preset).name
             cfg.data_path = str(settings.datasets_dir / name)
     return cfg
+
+
+PATH_FIELDS = ("data_path", "checkpoint_dir", "resume")
+
+
+def confine_paths(settings: Settings, values: dict[str, Any]) -> None:
+    """Paths from HTTP must resolve (symlinks too) inside the data directory's run areas or AIME_ALLOWED_ROOTS:
+    each is replaced by its absolute form, a null one dropped (its default applies); ConfigError names the field."""
+    for name in PATH_FIELDS:
+        if name in values and values[name] in (None, ""):
+            del values[name]
+        elif name in values:
+            try:
+                values[name] = security.confine(settings, name, str(values[name]))
+            except ValueError as exc:
+                raise C.ConfigError(name, str(exc)) from None
 
 
 def _new_run(kind: str, cfg: Any, tags: list[str], notes: str = "", parent_id: int | None = None) -> Run:
@@ -80,8 +98,12 @@ def _new_run(kind: str, cfg: Any, tags: list[str], notes: str = "", parent_id: i
 
 
 def _set_run_dir(settings: Settings, run: Run, given: bool) -> None:
-    if run.kind == "train" and not given:
+    # A given directory was made absolute by confine_paths; a relative one is the CLI default (never the API's cwd).
+    if run.kind == "train" and not (given and Path(run.config.get("checkpoint_dir") or "").is_absolute()):
         run.config = {**run.config, "checkpoint_dir": str(settings.runs_dir / f"{run.id}-{run.name}")}
+
+
+NOT_SENT = "not sent to the broker yet: it is unreachable"
 
 
 def _enqueue(session: Session, run: Run) -> None:
@@ -102,9 +124,6 @@ def _active_collection(session: Session, path: str) -> Run | None:
 def create_runs(session: Session, settings: Settings, pub: Publisher, body: RunCreate) -> list[Run]:
     """Insert and enqueue one run per seed; a train run whose dataset is missing waits for its collection."""
     seeds = body.seeds if body.seeds else [body.seed]
-NOT_SENT = "not sent to the broker yet: it is unreachable"
-
-
     configs = [resolve_launch(settings, body, s) for s in seeds]  # all valid before any is created
     group = f"g{uuid.uuid4().hex[:10]}" if len(seeds) > 1 else None  # a seed group: mean ± std on the server
     runs: list[Run] = []
@@ -219,13 +238,33 @@ def heartbeat(session: Session, run: Run) -> bool:
     return run.cancel_requested or run.status != "running"
 
 
+def public_error(error: str | None) -> str | None:
+    """The one-line reason anyone may read: a traceback's last line, any other text joined onto one line."""
+    if not error:
+        return error
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    trace = bool(lines) and lines[0].startswith("Traceback (most recent call last)")
+    text = lines[-1] if trace else " ".join(lines)
+    return text[:1000] + (" ..." if len(text) > 1000 else "")
+
+
 def finish_run(
-    session: Session, pub: Publisher, run: Run, status: str, error: str | None, result: dict
+    session: Session,
+    pub: Publisher,
+    run: Run,
+    status: str,
+    error: str | None,
+    result: dict,
+    traceback: str | None = None,
 ) -> Run:
     if run.status != "running":
         raise Conflict(f"run {run.id} is {run.status}; only a running run can finish")
+    full = traceback or (error if error and public_error(error) != error.strip() else None)
+    error = public_error(error)
     run.status, run.error, run.result, run.finished_at = status, error, dict(result), utcnow()
     session.add(run)
+    if full:  # token holders only: GET /api/runs/{id}/traceback (never in the run, its log or its history)
+        session.add(RunEvent(run_id=run.id, kind="traceback", payload={"text": full[-100_000:]}))
     dataset = None
     if run.kind == "collect" and status == "succeeded":
         dataset = register_dataset(session, pub, run, result)
@@ -248,6 +287,10 @@ def _sweep_run_ended(session: Session, pub: Publisher, run: Run) -> None:
 
 def register_dataset(session: Session, pub: Publisher, run: Run, info: dict) -> Dataset:
     path = str(info.get("path") or run.config.get("data_path"))
+    try:
+        path = security.confine(get_settings(), "path", path)
+    except ValueError:  # a report cannot point the dataset (and its size) at another file
+        path = str(run.config.get("data_path"))
     dataset = session.exec(select(Dataset).where(Dataset.path == path)).first() or Dataset(
         path=path, domain=run.domain, task=run.task, tier=run.tier
     )
@@ -360,6 +403,11 @@ def resume_run(session: Session, settings: Settings, pub: Publisher, run: Run) -
 def _clone(
     session: Session, settings: Settings, pub: Publisher, run: Run, cfg: Any, copy_until: int = -1
 ) -> Run:
+    paths = {n: getattr(cfg, n) for n in ("data_path", "resume") if getattr(cfg, n, None)}
+    try:  # the parent's paths were checked at launch; the allowed roots may have changed since
+        confine_paths(settings, paths)
+    except C.ConfigError as exc:
+        raise Conflict(str(exc)) from None
     child = _new_run(run.kind, cfg, run.tags, run.notes, parent_id=run.id)
     child.dataset_id = run.dataset_id
     # A retried or resumed run takes its parent's place in a sweep and seed group (leaderboards and group
