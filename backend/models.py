@@ -1,9 +1,9 @@
 """SQLModel tables (runs, datasets, metric points, alerts, artifacts, run events) and their API schemas."""
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 from pydantic import Field as PField
 from sqlalchemy import JSON, BigInteger, Column, Float, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -13,6 +13,14 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "lost")
 ALERT_KINDS = ("nan", "inf", "divergence", "lost", "oom")
 ARTIFACT_KINDS = ("checkpoint", "video", "batch_dump", "log")
+
+# Length limits on strings from HTTP (422 beyond; README "Security model"). Bodies as a whole: backend.security.
+Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]  # metric keys, sweep metric
+Tag = Annotated[str, StringConstraints(max_length=64)]
+Name = Annotated[str, StringConstraints(max_length=200)]  # names, presets, domains, tasks, hosts, kinds
+Notes = Annotated[str, StringConstraints(max_length=10_000)]
+PathStr = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+MAX_TAGS = 32
 
 
 def utcnow() -> datetime:
@@ -164,15 +172,15 @@ class RunCreate(BaseModel):
 
     kind: Literal["collect", "train"]
     tier: int = 1
-    preset: str | None = None
-    domain: str | None = None
-    task: str | None = None
+    preset: Name | None = None
+    domain: Name | None = None
+    task: Name | None = None
     seed: int | None = None
-    seeds: list[int] | None = None
+    seeds: list[int] | None = PField(None, max_length=1000)
     synthetic: bool | None = None
     overrides: dict[str, Any] = PField(default_factory=dict)
-    tags: list[str] = PField(default_factory=list)
-    notes: str = ""
+    tags: list[Tag] = PField(default_factory=list, max_length=MAX_TAGS)
+    notes: Notes = ""
 
 
 class SweepCreate(BaseModel):
@@ -183,11 +191,11 @@ class SweepCreate(BaseModel):
     random: dict[str, Any] = PField(default_factory=dict)  # {field: {kind: [..]}, "count": N}
     sweep_seed: int = 0
     seeds: list[int] = PField(default_factory=lambda: [0])
-    metric: str = "eval/rollout_mse"
+    metric: Key = "eval/rollout_mse"
     mode: Literal["min", "max"] = "min"
     parallel: int = PField(2, ge=1, le=1000)
     early_stop: dict[str, Any] | bool = True  # {k, patience, key, min_runs}, true = defaults, false = off
-    name: str = ""
+    name: Name = ""
 
 
 class PromoteIn(BaseModel):
@@ -202,12 +210,12 @@ class PromoteIn(BaseModel):
 
 
 class RunUpdate(BaseModel):
-    tags: list[str] | None = None
-    notes: str | None = None
+    tags: list[Tag] | None = PField(None, max_length=MAX_TAGS)
+    notes: Notes | None = None
 
 
 class PointIn(BaseModel):
-    key: str
+    key: Key
     step: int
     value: float | str | None  # "nan", "inf", "-inf" or null stand for the non-finite values JSON lacks
     time: float | None = None
@@ -218,9 +226,9 @@ class MetricsIn(BaseModel):
 
 
 class EventIn(BaseModel):
-    kind: str
+    kind: Name
     payload: dict[str, Any] = PField(default_factory=dict)
-    uid: str | None = None
+    uid: Name | None = None
     time: float | None = None
 
 
@@ -230,19 +238,20 @@ class EventsIn(BaseModel):
 
 class ArtifactIn(BaseModel):
     kind: Literal["checkpoint", "video", "batch_dump", "log"]
-    path: str
+    path: PathStr
     step: int | None = None
     meta: dict[str, Any] = PField(default_factory=dict)
 
 
 class StartIn(BaseModel):
-    host: str
-    gpu: str | None = None
+    host: Name
+    gpu: Name | None = None
     pid: int | None = None
-    task_id: str | None = None
+    task_id: Name | None = None
 
 
 class FinishIn(BaseModel):
     status: Literal["succeeded", "failed", "cancelled"]
-    error: str | None = None
+    error: str | None = None  # the public error keeps its first line (crud.public_error); the rest goes below
     result: dict[str, Any] = PField(default_factory=dict)
+    traceback: str | None = None  # the full text, shown to token holders only (GET /api/runs/{id}/traceback)

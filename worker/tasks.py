@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -78,9 +79,12 @@ def _backfill_resumed_history(api: ApiClient, run_id: int, resume: str) -> int:
     jsonl = Path(resume).parent / "metrics.jsonl"
     if not jsonl.is_file():
         return 0
-    from aime_core.checkpoint import load
+    from aime_core.checkpoint import CheckpointError, load
 
-    until = int(load(resume)["step"])
+    try:
+        until = int(load(resume)["step"])  # weights only: nothing in the file runs
+    except (CheckpointError, OSError, KeyError, TypeError, ValueError):
+        return 0  # not a usable checkpoint: the trainer's --resume says so as the run's error
     points = []
     for line in jsonl.read_text().splitlines():
         try:
@@ -112,7 +116,11 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
         return "skipped"
     cfg_dict: dict[str, Any] = start["config"]
     name = C.run_name(C.from_dict(C.CollectConfig if kind == "collect" else C.TrainConfig, cfg_dict))
-    run_dir = Path(cfg_dict.get("checkpoint_dir") or settings.runs_dir / f"{run_id}-{name}")
+    run_dir = Path(cfg_dict.get("checkpoint_dir") or f"{run_id}-{name}")
+    if not run_dir.is_absolute():  # never relative to the worker's working directory
+        run_dir = settings.runs_dir / run_dir
+    if kind == "train":
+        cfg_dict["checkpoint_dir"] = str(run_dir)
     http = HttpSink(api, run_id, settings.spool_path)
     # train() writes its own metrics.jsonl in the run directory; a collection gets one from us.
     jsonl = JsonlSink(run_dir / "collect.jsonl") if kind == "collect" else None
@@ -123,7 +131,7 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
         return heartbeat.should_stop() or SHUTDOWN.is_set()
 
     WorkerPresence.current = {"run_id": run_id, "name": name, "kind": kind}
-    status, error, result = "failed", None, {}
+    status, error, result, trace = "failed", None, {}, None
     try:
         if kind == "collect":
             from aime_core.collect import collect
@@ -140,7 +148,11 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
             result = dataclasses.asdict(trained)
             status, error = trained.status, trained.error
     except BaseException as exc:  # noqa: BLE001 - report every failure, including KeyboardInterrupt on shutdown
-        status, error = "failed", _cause(exc, run_dir) + "".join(traceback.format_exception(exc))[-8000:]
+        trace = _cause(exc, run_dir) + "".join(traceback.format_exception(exc))[-8000:]
+        print(f"run {run_id} failed:\n{trace}", file=sys.stderr, flush=True)  # the worker's log has it all
+        # Public: one line. The traceback goes to the API apart, for token holders only.
+        first = (_cause(exc, run_dir).strip() or f"{type(exc).__name__}: {exc}").splitlines()
+        status, error = "failed", first[0] if first else type(exc).__name__
         sinks.event("log", {"level": "error", "message": error})
         if not isinstance(exc, Exception):
             raise
@@ -172,7 +184,7 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
         try:
             api.post(
                 f"/api/runs/{run_id}/finish",
-                {"status": status, "error": error, "result": result},
+                {"status": status, "error": error, "result": result, "traceback": trace},
                 retry_for=600,
             )
         except ApiError as exc:  # 409: the run was declared lost meanwhile; the API keeps that

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.redis]
 
 
 def _base(tmp_path) -> dict:
-    data = tmp_path / "data.hdf5"
+    data = tmp_path / "data" / "datasets" / "data.hdf5"  # in the service's data directory (API paths are confined)
+    data.parent.mkdir(parents=True, exist_ok=True)
     data.touch()  # the runs are started by hand below; the file only has to exist so none waits for data
     return {"kind": "train", "tier": 1, "preset": "debug", "overrides": {"data_path": str(data)}}
 

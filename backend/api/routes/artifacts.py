@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from sqlmodel import select
 
-from backend import crud
+from backend import crud, security
 from backend.api.deps import PubDep, Read, SessionDep, SettingsDep, Token, run_or_404
 from backend.models import ARTIFACT_KINDS, Artifact, ArtifactIn
 
@@ -24,10 +24,17 @@ MEDIA = {
 
 
 @router.post("/runs/{run_id}/artifacts", dependencies=[Token])
-def record(run_id: int, body: ArtifactIn, session: SessionDep, pub: PubDep) -> Artifact:
-    """Record a file the run wrote (a checkpoint on the worker's disk); the same path again updates it."""
+def record(
+    run_id: int, body: ArtifactIn, session: SessionDep, settings: SettingsDep, pub: PubDep
+) -> Artifact:
+    """Record a file the run wrote (a checkpoint on the worker's disk); the same path again updates it.
+    The path must lie in the data directory's run areas or AIME_ALLOWED_ROOTS (422 otherwise)."""
     run = run_or_404(session, run_id)
-    return crud.add_artifact(session, pub, run, body.kind, body.path, body.step, body.meta)
+    try:
+        path = security.confine(settings, "path", body.path)
+    except ValueError as exc:
+        raise HTTPException(422, {"field": "path", "message": str(exc), "error": f"path: {exc}"}) from None
+    return crud.add_artifact(session, pub, run, body.kind, path, body.step, body.meta)
 
 
 @router.post("/runs/{run_id}/artifacts/upload", dependencies=[Token])
@@ -52,10 +59,13 @@ async def upload(
     folder = settings.artifact_root / "uploads" / str(run_id)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{safe}.part"
-    with tmp.open("wb") as f:
-        async for chunk in request.stream():
-            f.write(chunk)
-    tmp.replace(folder / safe)
+    try:
+        with tmp.open("wb") as f:
+            async for chunk in request.stream():  # bounded by AIME_MAX_UPLOAD_BYTES (backend.security): 413
+                f.write(chunk)
+        tmp.replace(folder / safe)
+    finally:
+        tmp.unlink(missing_ok=True)
     meta = {"uploaded": True, "name": name} | ({"epoch": epoch} if epoch is not None else {})
     return crud.add_artifact(session, pub, run, kind, str(folder / safe), step, meta)
 
@@ -72,15 +82,18 @@ def list_artifacts(run_id: int, session: SessionDep, kind: str | None = None) ->
 
 @router.get("/artifacts/{artifact_id}/download", dependencies=[Read])
 def download(artifact_id: int, session: SessionDep, settings: SettingsDep) -> FileResponse:
-    """The file, with Range support (videos seek); only files inside the data directory are served."""
+    """A run's recorded file, with Range support (videos seek); only files in the data directory's run areas
+    (datasets/, runs/, uploads/) or AIME_ALLOWED_ROOTS, never the database, token, broker or log files."""
     art = session.get(Artifact, artifact_id)
     if art is None:
         raise HTTPException(404, f"no artifact {artifact_id}")
-    path = Path(art.path).resolve()
-    if not crud.inside(settings.artifact_root, path):
+    try:
+        path = Path(security.confine(settings, "path", art.path))
+    except ValueError:
+        roots = ", ".join(str(r) for r in security.allowed_roots(settings))
         raise HTTPException(
-            403, f"artifact path is outside the artifact root {settings.artifact_root}; refused"
-        )
+            403, f"artifact {artifact_id} is outside the served directories ({roots}); refused"
+        ) from None
     if not path.is_file():
         raise HTTPException(404, f"artifact file {path.name} is gone")
     return FileResponse(

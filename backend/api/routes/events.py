@@ -77,7 +77,7 @@ def history(
 ) -> list[dict[str, Any]]:
     """Stored events of a run in order (kind=eval gives the per-horizon rollout arrays of each evaluation)."""
     run_or_404(session, run_id)
-    query = select(RunEvent).where(RunEvent.run_id == run_id)
+    query = select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.kind != "traceback")  # token-only
     if kind:
         query = query.where(RunEvent.kind.in_(kind.split(",")))
     rows = session.exec(query.order_by(RunEvent.id).offset(offset).limit(limit)).all()

@@ -122,6 +122,18 @@ def delete(run_id: int, session: SessionDep, settings: SettingsDep, pub: PubDep)
     return {"deleted": run_id, "removed": removed}
 
 
+@router.get("/{run_id}/traceback", dependencies=[Token])
+def traceback(run_id: int, session: SessionDep) -> dict[str, Any]:
+    """The full error text of a failed run (server traceback); token holders only, the public error is one line."""
+    run_or_404(session, run_id)
+    row = session.exec(
+        select(RunEvent)
+        .where(RunEvent.run_id == run_id, RunEvent.kind == "traceback")
+        .order_by(RunEvent.id.desc())
+    ).first()
+    return {"run_id": run_id, "traceback": row.payload.get("text") if row else None}
+
+
 @router.get("/{run_id}/log", dependencies=[Read])
 def log_tail(run_id: int, session: SessionDep, tail: int = Query(200, ge=1, le=10000)) -> dict[str, Any]:
     """The last `tail` log lines (worker lifecycle, trainer log events, status changes, alerts)."""

@@ -56,10 +56,10 @@ def finish(run_id: int, body: FinishIn, session: SessionDep, pub: PubDep) -> dic
     """Final status with the error text and the result (a collection registers its dataset here)."""
     run = run_or_404(session, run_id)
     try:
-        run = crud.finish_run(session, pub, run, body.status, body.error, body.result)
+        run = crud.finish_run(session, pub, run, body.status, body.error, body.result, body.traceback)
     except crud.Conflict as exc:
         raise HTTPException(409, str(exc)) from None
-    msg = f"finished {body.status}" + (f": {body.error}" if body.error else "")
+    msg = f"finished {body.status}" + (f": {run.error}" if run.error else "")  # the one-line public error
     level = "error" if body.status == "failed" else "info"
     session.add(RunEvent(run_id=run_id, kind="log", payload={"level": level, "message": msg}))
     session.commit()
