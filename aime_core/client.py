@@ -4,6 +4,7 @@ from aime_core.client import Client
 c = Client("http://127.0.0.1:8000", token="...")      # token: AIME_API_TOKEN, or asked of a local server
 run = c.launch("train", tier=1, preset="debug", synthetic=True)
 c.wait(run["id"]); df = c.metrics(run["id"])            # one row per step, one column per key
+c.history(run["id"], "eval")                            # one row per evaluation (per-horizon arrays as lists)
 """
 
 from __future__ import annotations
@@ -116,9 +117,18 @@ class Client:
             return pd.DataFrame()
         return pd.concat(frames, axis=1).sort_index().reset_index()
 
-    def history(self, run_id: int, kind: str = "eval") -> list[dict]:
-        """Stored events, e.g. the per-horizon rollout arrays of every evaluation."""
-        return self._call("GET", f"/api/runs/{run_id}/history", params={"kind": kind})
+    def history(self, run_id: int, kind: str = "eval"):
+        """Stored events as a DataFrame, one row per event: id, kind, step, wall_time and one column per payload
+        field (for kind="eval": epoch, horizon, rollout_mse, baseline_mse, ... with the per-horizon arrays as lists)."""
+        import pandas as pd
+
+        rows = self._call("GET", f"/api/runs/{run_id}/history", params={"kind": kind})
+        base = ("id", "kind", "step", "wall_time")
+        out = [
+            {**{k: r[k] for k in base}, **{k: v for k, v in r["payload"].items() if k not in base}}
+            for r in rows
+        ]
+        return pd.DataFrame(out, columns=list(dict.fromkeys([*base, *(k for r in out for k in r)])))
 
     # --- alerts, artifacts, datasets, queue
     def alerts(self, run_id: int):

@@ -93,40 +93,19 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
   return data;
 }
 
-// Fetch JSON; resolve to `fallback` on 404 (an endpoint or an object that does not exist yet).
-export async function apiOr(path, fallback, opts) {
-  try {
-    return await api(path, opts);
-  } catch (e) {
-    if (e instanceof ApiError && (e.status === 404 || e.status === 405)) return fallback;
-    throw e;
-  }
-}
-
-// One live stream. `handlers` maps event names ("metric", "status", "alert", ...) to functions of the parsed
-// data; unnamed messages go to handlers.message. The browser reconnects by itself; we report the state.
+// One live stream. `handlers` maps event names ("metrics", "status", "alert", ...) to functions of the parsed
+// data; `open` and `error` are called on connection changes. The browser reconnects by itself; the top bar's
+// "● live" shows the state.
 const streams = new Set();
 
 export function subscribe(path, handlers) {
   let es = null;
   let closed = false;
   let retry = 1000;
-  const names = Object.keys(handlers).filter((n) => n !== "message" && n !== "open" && n !== "error");
+  const names = Object.keys(handlers).filter((n) => n !== "open" && n !== "error");
 
-  const dispatch = (name, ev) => {
-    let data = ev.data;
-    try {
-      data = JSON.parse(ev.data);
-    } catch {
-      /* plain text */
-    }
-    // Some servers send everything as unnamed messages with a "type" (or "event") field: route those too.
-    if (name === "message" && data && typeof data === "object") {
-      const t = data.type ?? data.event;
-      if (t && handlers[t]) return handlers[t](data.data ?? data.payload ?? data, data);
-    }
-    if (handlers[name]) handlers[name](data);
-  };
+  // Every event the server sends is named (its `type`) and carries JSON (see backend/core/pubsub.py).
+  const dispatch = (name, ev) => handlers[name](JSON.parse(ev.data));
 
   const open = () => {
     if (closed) return;
@@ -136,7 +115,6 @@ export function subscribe(path, handlers) {
       setConn(true);
       handlers.open?.();
     };
-    es.onmessage = (ev) => dispatch("message", ev);
     for (const n of names) es.addEventListener(n, (ev) => dispatch(n, ev));
     es.onerror = () => {
       setConn(false);

@@ -11,7 +11,7 @@ const ROUTES = [
   [/^\/compare\/?$/, "compare", () => import("./compare.js")],
   [/^\/datasets\/?$/, "datasets", () => import("./datasets.js")],
   [/^\/sweeps\/?$/, "sweeps", () => import("./sweeps.js")],
-  [/^\/sweeps\/(\d+)\/?$/, "sweeps", () => import("./sweeps.js")],
+  [/^\/sweeps\/(\d+)\/?$/, "sweeps", () => import("./sweep.js")],
 ];
 
 async function main() {

@@ -70,41 +70,36 @@ function num(v) {
   return NaN; // null: the server's encoding of a non-finite value
 }
 
-// The server's downsampled answer (column arrays per bucket) or exact answer (steps/values/wall_times), as
-//   {x: steps, y: last value, lo: min, hi: max, wall: wall times (s) or null, nan: [steps], inf: [steps]}
+// The server's downsampled answer (GET /api/runs/{id}/metrics/{key}, and each run of GET /api/metrics): column
+// arrays per bucket (step = the bucket's last step, min/max of its finite values, last value, n points, wall =
+// its latest wall time) and every non-finite step. Normalized to
+//   {x: steps, y: last value, lo: min, hi: max, wall: wall times (s), nan: [steps], inf: [steps]}
 export function normalizeSeries(resp) {
   const out = { x: [], y: [], lo: [], hi: [], wall: [], nan: [], inf: [], bucketed: false, total: 0 };
-  if (!resp) return out;
-  if (Array.isArray(resp.step)) {
-    out.x = resp.step.slice();
-    out.y = resp.last.map(num);
-    // min/max are null when a bucket held only non-finite values: fall back to its last value.
-    out.lo = resp.min.map((v, i) => (v === null ? out.y[i] : v));
-    out.hi = resp.max.map((v, i) => (v === null ? out.y[i] : v));
-    out.wall = resp.wall ?? resp.wall_time ?? out.x.map(() => null);
-    out.bucketed = (resp.n ?? []).some((n) => n > 1);
-    const nf = resp.nonfinite ?? { steps: [], values: [] };
-    nf.steps.forEach((st, i) => (Number.isNaN(num(nf.values[i])) ? out.nan : out.inf).push(st));
-    out.total = resp.count ?? out.x.length;
-  } else if (Array.isArray(resp.steps)) {
-    out.x = resp.steps.slice();
-    out.y = resp.values.map(num);
-    out.lo = out.y;
-    out.hi = out.y;
-    out.wall = resp.wall_times ?? out.x.map(() => null);
-    out.x.forEach((st, i) => {
-      if (Number.isNaN(out.y[i])) out.nan.push(st);
-      else if (!Number.isFinite(out.y[i])) out.inf.push(st);
-    });
-    out.total = resp.total ?? out.x.length;
-  }
+  if (!resp || !resp.count) return out;
+  out.x = resp.step.slice();
+  out.y = resp.last.map(num);
+  // min/max are null when a bucket held only non-finite values: fall back to its last value.
+  out.lo = resp.min.map((v, i) => (v === null ? out.y[i] : v));
+  out.hi = resp.max.map((v, i) => (v === null ? out.y[i] : v));
+  out.wall = resp.wall;
+  out.bucketed = resp.n.some((n) => n > 1);
+  resp.nonfinite.steps.forEach((st, i) => (Number.isNaN(num(resp.nonfinite.values[i])) ? out.nan : out.inf).push(st));
+  out.total = resp.count;
   return out;
 }
 
-export async function fetchSeries(runId, key, { buckets = 800, stepMin, stepMax, exact = false } = {}) {
-  const query = exact ? { exact: true } : { buckets, step_min: stepMin, step_max: stepMax };
+export async function fetchSeries(runId, key, { buckets = 800, stepMin, stepMax } = {}) {
+  const query = { buckets, step_min: stepMin, step_max: stepMax };
   const resp = await api(`/runs/${runId}/metrics/${encodeURIComponent(key)}`, { query });
   return normalizeSeries(resp);
+}
+
+// A series with few points is drawn with markers too: one logged point (a run at step 17 with log_every 10, a
+// 1-epoch run's val/loss) would otherwise be an invisible line of length zero.
+export const FEW_POINTS = 30;
+export function lineMode(points) {
+  return points <= FEW_POINTS ? "lines+markers" : "lines";
 }
 
 // y for a marker at `step`: the nearest finite value before it (else after), so the marker sits on the curve.
@@ -119,8 +114,13 @@ function yNear(s, step) {
 
 // A live chart of several keys of one run. Zooming re-fetches finer buckets for the visible step range.
 export class MetricChart {
-  constructor(div, runId, keys, { title = "", logY = false, smoothing = 0, height = 300, buckets } = {}) {
+  // axes: {key: "y2"} puts a key on a right-hand axis (another unit); yTitle/y2Title name the units.
+  constructor(div, runId, keys, { title = "", logY = false, smoothing = 0, height = 300, buckets, axes = {},
+    yTitle = "", y2Title = "" } = {}) {
     this.div = div;
+    this.axes = axes;
+    this.yTitle = yTitle;
+    this.y2Title = y2Title;
     this.runId = runId;
     this.keys = keys;
     this.title = title;
@@ -223,20 +223,22 @@ export class MetricChart {
       const s = this.series.get(key);
       if (!s || !s.x.length) return;
       const color = COLORS[i % COLORS.length];
+      const yaxis = this.axes[key] ?? "y";
       if (s.bucketed) {
         // min/max envelope of each bucket, so a downsampled spike is never hidden.
         traces.push({ x: s.x, y: s.hi.map(fin), mode: "lines", line: { width: 0 }, hoverinfo: "skip",
-          showlegend: false, legendgroup: key, name: `${key} max` });
+          showlegend: false, legendgroup: key, name: `${key} max`, yaxis });
         traces.push({ x: s.x, y: s.lo.map(fin), mode: "lines", line: { width: 0 }, fill: "tonexty",
           fillcolor: hexA(color, 0.15), hoverinfo: "skip", showlegend: false, legendgroup: key,
-          name: `${key} min` });
+          name: `${key} min`, yaxis });
       }
       if (this.smoothing > 0) {
         traces.push({ x: s.x, y: s.y.map(fin), mode: "lines", line: { color: hexA(color, 0.3), width: 1 },
-          hoverinfo: "skip", showlegend: false, legendgroup: key, name: `${key} raw` });
+          hoverinfo: "skip", showlegend: false, legendgroup: key, name: `${key} raw`, yaxis });
       }
-      traces.push({ x: s.x, y: ema(s.y, this.smoothing), mode: "lines", name: key, legendgroup: key,
-        line: { color, width: 2 }, connectgaps: false });
+      const label = yaxis === "y2" && this.y2Title ? `${key} (right axis)` : key;
+      traces.push({ x: s.x, y: ema(s.y, this.smoothing), mode: lineMode(s.x.length), name: label, legendgroup: key,
+        line: { color, width: 2 }, marker: { color, size: 7 }, connectgaps: false, yaxis, meta: { key } });
       for (const [kind, steps] of [["NaN", s.nan], ["Inf", s.inf]]) {
         for (const st of steps) {
           markX.push(st);
@@ -265,7 +267,11 @@ export class MetricChart {
     const layout = baseLayout({
       title: { text: this.title, font: { size: 14 }, x: 0.01 },
       height: this.height,
-      yaxis: { gridcolor: "#eee", type: this.logY ? "log" : "linear", exponentformat: "e" },
+      // nticks: a log axis spanning less than a decade would otherwise label every minor tick.
+      yaxis: { gridcolor: "#eee", type: this.logY ? "log" : "linear", exponentformat: "e", nticks: this.logY ? 6 : undefined,
+        ...(this.yTitle ? { title: { text: this.yTitle, standoff: 4 } } : {}) },
+      ...(this.y2Title ? { yaxis2: { overlaying: "y", side: "right", showgrid: false, exponentformat: "e",
+        type: this.logY ? "log" : "linear", title: { text: this.y2Title, standoff: 4 }, automargin: true } } : {}),
       xaxis: { title: { text: "step", standoff: 4 }, gridcolor: "#eee", automargin: true,
         ...(this.range ? { range: this.range } : {}) },
       uirevision: "keep", // keep the user's zoom across live redraws

@@ -1,15 +1,17 @@
 // Compare page: overlay runs' metrics (x = step, epoch, wall time or budget fraction), seed groups as mean ± std
 // from the server's exact aggregate (GET /api/aggregate: every stored point, aligned steps), config diff, final
 // metrics, and the measured epoch-time table per environment × tier.
-import { api } from "./api.js";
-import { baseLayout, COLORS, ema, ensurePlotly, hexA, isFiniteNum, normalizeSeries, PLOT_CONFIG } from "./charts.js";
-import { latestLoss } from "./runs.js";
-import { clear, emptyState, errorText, fmtDuration, fmtNum, h, runDuration, statusBadge } from "./ui.js";
+import { api, subscribe } from "./api.js";
+import { baseLayout, COLORS, ema, ensurePlotly, hexA, isFiniteNum, lineMode, normalizeSeries, PLOT_CONFIG } from "./charts.js";
+import { latestLoss, latestOf } from "./runsummary.js";
+import { clear, coalesce, emptyState, errorText, fmtDuration, fmtNum, h, runDuration, statusBadge } from "./ui.js";
 import { epochTimeTable } from "./perftable.js";
 
 // Fields that differ between seeds of one experiment without making it a different configuration.
 const PER_SEED = new Set(["seed", "checkpoint_dir", "data_path", "resume", "wandb_project"]);
 const FINAL_KEYS = ["loss", "val/loss", "eval/rollout_mse", "eval/baseline_mse", "eval/psnr", "eval/ssim"];
+// A model metric and its copy-last-frame reference, drawn dashed beside it (absent in runs without evaluations).
+export const REFERENCE = { "eval/rollout_mse": "eval/baseline_mse", "eval/rollout_psnr": "eval/baseline_psnr" };
 const X_MODES = { step: "step", epoch: "epoch", wall: "wall time (s)", fraction: "fraction of the run's budget" };
 const ALIGNS = { common: "steps every seed logged", all: "every step (n varies)" };
 
@@ -25,7 +27,7 @@ export function diffFields(runs) {
 }
 
 function totalSteps(run) {
-  return run.progress?.total ?? run.result?.steps ?? null;
+  return run.progress.total ?? null;
 }
 
 // Linear interpolation of (xs, ys) at `grid`; null outside the run's own range.
@@ -51,6 +53,11 @@ export async function mount(root, { query }) {
     align: query.get("align") === "all" ? "all" : "common" };
   const body = h("div");
   clear(root, h("div.head", h("h1", "Compare runs")), body);
+  const later = coalesce(() => reloadLive(), 1000);
+  let reloadLive = () => {};
+  // Live: a run of this comparison that logs or ends redraws (a finished comparison stays still).
+  subscribe("/events", { status: (d) => ids.includes(d.run_id) && later(),
+    metrics: (d) => ids.includes(d.run_id) && later() });
 
   const perf = h("div.card#epoch-times", h("h2", "Epoch time per environment × tier (measured)"), h("p.muted", "Loading…"));
   if (ids.length < 2) {
@@ -97,9 +104,10 @@ export async function mount(root, { query }) {
       FINAL_KEYS.map((k) => h("th.num", k)))),
     h("tbody", runs.map((r) => h("tr",
       h("td", h("span.swatch", { style: { background: color.get(r.id) } }), h("a", { href: `/runs/${r.id}` }, r.name)),
-      h("td", statusBadge(r.status)), h("td.num", fmtNum(r.latest?.loss?.[0] ?? r.progress?.done)),
+      // The trainer's own last step (logged points are every `log_every` steps: the last may be earlier).
+      h("td", statusBadge(r.status)), h("td.num", r.progress.done != null ? `${r.progress.done} of ${r.progress.total}` : "—"),
       h("td.num", fmtDuration(runDuration(r))),
-      FINAL_KEYS.map((k) => h("td.num", fmtNum(k === "loss" ? latestLoss(r) : r.latest?.[k]?.[1])))))));
+      FINAL_KEYS.map((k) => h("td.num", fmtNum(k === "loss" ? latestLoss(r) : latestOf(r, k))))))));
 
   clear(body,
     h("div.card", h("div.controls",
@@ -120,14 +128,19 @@ export async function mount(root, { query }) {
     else groups.push({ k: configKey(r.config), members: [r] });
   }
   let data = new Map(); // run id -> normalized (downsampled) series
+  let refs = new Map(); // run id -> the copy-last reference series of st.key (REFERENCE), when it has one
   let epochs = new Map(); // run id -> normalized `epoch` series
   let aggs = []; // per group: the server's exact {steps, mean, std, n, missing} for st.key and st.align
   let aggFor = ""; // the key|align `aggs` was fetched for
+  let refAggs = []; // per group: the same for the reference key (REFERENCE), when st.key has one
   async function fetchData() {
     const q = { runs: ids.join(","), key: st.key, buckets: 600 };
-    const [resp, ep] = await Promise.all([api("/metrics", { query: q }),
-      st.x === "epoch" ? api("/metrics", { query: { ...q, key: "epoch" } }) : null, fetchAggregates()]);
+    const ref = REFERENCE[st.key];
+    const [resp, ep, rr] = await Promise.all([api("/metrics", { query: q }),
+      st.x === "epoch" ? api("/metrics", { query: { ...q, key: "epoch" } }) : null,
+      ref ? api("/metrics", { query: { ...q, key: ref } }) : null, fetchAggregates()]);
     data = new Map(ids.map((id) => [id, normalizeSeries(resp.runs[String(id)])]));
+    refs = new Map(rr ? ids.map((id) => [id, normalizeSeries(rr.runs[String(id)])]) : []);
     if (ep) epochs = new Map(ids.map((id) => [id, normalizeSeries(ep.runs[String(id)])]));
   }
 
@@ -138,7 +151,16 @@ export async function mount(root, { query }) {
     if (!st.group || aggFor === want) return;
     const one = (g) => api("/aggregate", { query: { key: st.key, runs: g.members.map((r) => r.id).join(","), align: st.align } });
     aggs = await Promise.all(groups.map((g) => one(g).catch((e) => ({ error: e }))));
+    const ref = REFERENCE[st.key];
+    const oneRef = (g) => api("/aggregate", { query: { key: ref, runs: g.members.map((r) => r.id).join(","), align: st.align } });
+    refAggs = ref ? await Promise.all(groups.map((g) => oneRef(g).catch(() => null))) : [];
     aggFor = want;
+  }
+
+  function refNote() {
+    const better = st.key.endsWith("mse") ? "below" : "above";
+    return `Dashed: the copy-last-frame baseline (${REFERENCE[st.key]}) of the same evaluation; the model beats it where ` +
+      `its curve is ${better} the dashed one.`;
   }
 
   // x under the chosen mode for `steps` of one run (`last`: the run's last logged step, when its budget is unknown).
@@ -195,10 +217,17 @@ export async function mount(root, { query }) {
       for (const r of runs) {
         const s = data.get(r.id);
         if (!s?.x.length) continue;
-        traces.push({ x: xOf(r, s), y: ema(s.y, alpha), name: `${r.name} (#${r.id})`, mode: "lines",
-          line: { color: color.get(r.id), width: 2 } });
+        traces.push({ x: xOf(r, s), y: ema(s.y, alpha), name: `${r.name} (#${r.id})`, mode: lineMode(s.x.length),
+          line: { color: color.get(r.id), width: 2 }, marker: { size: 7 } });
+        const ref = refs.get(r.id);
+        if (ref?.x.length) {
+          traces.push({ x: xOf(r, ref), y: ref.y, name: `copy-last-frame (#${r.id})`, mode: lineMode(ref.x.length),
+            line: { color: color.get(r.id), width: 1.5, dash: "dash" }, marker: { size: 5, symbol: "diamond-open" },
+            meta: { reference: REFERENCE[st.key] } });
+        }
       }
-      note.textContent = `${runs.length} runs, one colour each.`;
+      note.textContent = `${runs.length} runs, one colour each.` +
+        (refs.size ? ` ${refNote()}` : "");
     } else {
       const problems = [];
       groups.forEach(({ members }, gi) => {
@@ -221,13 +250,19 @@ export async function mount(root, { query }) {
         traces.push({ x, y: mean.map((m, i) => m - std[i]), mode: "lines", line: { width: 0 }, name: `${name} −std`,
           meta: { ...meta, band: "lower" }, fill: "tonexty", fillcolor: hexA(c, 0.2), showlegend: false,
           hoverinfo: "skip", legendgroup: name });
-        traces.push({ x, y: mean, mode: "lines", name: `${name} (mean ± std, n=${Math.max(...g.n)})`,
+        traces.push({ x, y: mean, name: `${name} (mean ± std, n=${Math.max(...g.n)})`,
           meta: { ...meta, band: "mean" }, customdata: g.n, hovertemplate: "%{y:.4g} (n=%{customdata})",
-          line: { color: c, width: 2 }, legendgroup: name });
+          line: { color: c, width: 2 }, legendgroup: name, mode: lineMode(g.steps.length), marker: { size: 7 } });
+        const ref = refAggs[gi];
+        if (ref?.steps.length) {
+          traces.push({ x: groupX(members, ref.steps), y: ref.mean, name: `${name} copy-last-frame (mean)`,
+            mode: lineMode(ref.steps.length), line: { color: c, width: 1.5, dash: "dash" },
+            marker: { size: 5, symbol: "diamond-open" }, meta: { reference: REFERENCE[st.key] } });
+        }
       });
       note.textContent = `${groups.length} configuration group(s) from ${runs.length} runs; band = ± 1 std (ddof 0) ` +
         `across seeds, computed on the server from every stored point at ${ALIGNS[st.align]}.` +
-        (problems.length ? ` ${problems.join("; ")}.` : "");
+        (problems.length ? ` ${problems.join("; ")}.` : "") + (refAggs.some((r) => r?.steps.length) ? ` ${refNote()}` : "");
     }
     window.Plotly.react(plot, traces, baseLayout({ height: 420, title: { text: st.key, x: 0.01, font: { size: 14 } },
       xaxis: { title: { text: X_MODES[st.x] }, gridcolor: "#eee" },
@@ -269,6 +304,11 @@ export async function mount(root, { query }) {
   });
   smooth.addEventListener("input", draw);
   logBox.addEventListener("change", draw);
+  reloadLive = async () => {
+    runs = await Promise.all(ids.map((id) => api(`/runs/${id}`)));
+    await fetchData();
+    draw();
+  };
   await fetchData();
   draw();
   epochTimeTable(perf);

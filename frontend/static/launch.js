@@ -1,6 +1,8 @@
 // Launch page: kind, tier (with its preset), environment, seeds, every field overridable, resolved config preview.
-import { api, ApiError } from "./api.js";
-import { clear, debounce, errorText, h, toast } from "./ui.js";
+import { api, ApiError, subscribe } from "./api.js";
+import { parseNumber, parseSeeds } from "./forms.js";
+import { median } from "./runsummary.js";
+import { clear, debounce, errorText, fmtDuration, h, parseTime, toast } from "./ui.js";
 
 // Chosen at the top of the form rather than in the field grid.
 const TOP_FIELDS = new Set(["kind", "tier", "preset", "domain", "task", "seed", "synthetic"]);
@@ -9,49 +11,22 @@ const KEY_FIELDS = ["debug", "nan_policy", "use_3d_conv", "temporal_downsample"]
 // Fields with a closed set of values get a select (device stays free text: cuda:N is allowed).
 const CHOICES = { nan_policy: ["stop", "skip"], data_on_gpu: ["auto", "always", "never"], compression: ["lzf", "gzip"] };
 
-// Bring /api/tiers into one shape: {presets, fields: {train: [...], collect: [...]}, tasks, synthetic}.
-export function normalizeTiers(t) {
-  const presets = t.presets ?? {};
-  const tiers = t.tiers ?? {};
-  for (const [k, v] of Object.entries(tiers)) {
-    const name = /^\d+$/.test(k) ? `tier${k}` : k;
-    presets[name] = presets[name] ?? v.preset ?? v.values ?? v;
-  }
-  const fields = {};
-  const src = t.fields ?? t.configs ?? {};
-  for (const kind of ["train", "collect"]) {
-    let f = src[kind] ?? src[`${kind[0].toUpperCase()}${kind.slice(1)}Config`] ?? [];
-    if (!Array.isArray(f)) f = Object.entries(f).map(([name, v]) => (typeof v === "object" ? { name, ...v } : { name, help: v }));
-    const defaults = t.defaults?.[kind] ?? {};
-    fields[kind] = f.map((x) => ({ ...x, default: x.default ?? defaults[x.name], help: x.help ?? "" }));
-  }
-  const tasks = t.domains ?? t.tasks ?? {};
-  const synthetic = t.synthetic ?? { domain: "synthetic", task: "bouncing_ball" };
-  return { presets, fields, tasks, synthetic, recommended: t.recommended ?? [], choices: t.choices ?? {} };
-}
-
-function fieldType(f) {
-  const t = String(f.type ?? "").toLowerCase();
-  if (t.includes("bool") || typeof f.default === "boolean") return "bool";
-  if (t.includes("int") || (typeof f.default === "number" && Number.isInteger(f.default) && !t.includes("float"))) return "int";
-  if (t.includes("float") || typeof f.default === "number") return "float";
-  return "str";
-}
-
-export function parseSeeds(text) {
-  const out = [];
-  for (const part of text.split(/[\s,]+/).filter(Boolean)) {
-    const m = part.match(/^(\d+)(?:-(\d+))?$/);
-    if (!m) throw new Error(`seeds: "${part}" is not a seed; write numbers like 0, 1, 2 or a range 0-4`);
-    const [a, b] = [Number(m[1]), Number(m[2] ?? m[1])];
-    if (b < a || b - a > 99) throw new Error(`seeds: range ${part} must go up and hold at most 100 seeds`);
-    for (let s = a; s <= b; s++) if (!out.includes(s)) out.push(s);
-  }
+// GET /api/tiers: {tiers: {N: {preset, train, collect}}, presets: {debug}, domains, synthetic, fields, choices}.
+// Presets are looked up as tierN or by name (debug).
+export function presetsOf(t) {
+  const out = { ...t.presets };
+  for (const [n, v] of Object.entries(t.tiers)) out[`tier${n}`] = v.preset;
   return out;
 }
 
+// The field's type as the API names it (TrainConfig/CollectConfig annotations): int, float, bool, str.
+function fieldType(f) {
+  return ["int", "float", "bool"].includes(f.type) ? f.type : "str";
+}
+
 export async function mount(root, { query }) {
-  const tiers = normalizeTiers(await api("/tiers"));
+  const t = await api("/tiers");
+  const tiers = { presets: presetsOf(t), fields: t.fields, tasks: t.domains, synthetic: t.synthetic, choices: t.choices };
   const st = {
     kind: query.get("kind") || "train",
     tier: Number(query.get("tier") || 1),
@@ -64,6 +39,18 @@ export async function mount(root, { query }) {
     overrides: {},
     resolved: null,
     errors: {},
+    localErrors: {}, // field -> message for text that is not a number (never sent, never silently replaced)
+  };
+  // Any other query parameter naming a config field is an override (the datasets page's "train on this" sets
+  // data_path, tier, domain and task).
+  const known = new Set([...t.fields.train, ...t.fields.collect].map((f) => f.name));
+  for (const [k, v] of query.entries()) {
+    if (!TOP_FIELDS.has(k) && k !== "seeds" && known.has(k)) st.overrides[k] = v;
+  }
+  // Finished runs measured on this machine: the launch estimate comes from them.
+  let measured = [];
+  const loadMeasured = async () => {
+    measured = (await api("/runs", { query: { status: "succeeded", limit: 1000 } })).items;
   };
   const inputs = new Map(); // field -> {input, err, wrap}
 
@@ -102,6 +89,8 @@ export async function mount(root, { query }) {
   const resolvedView = h("pre#resolved", "…");
   const summary = h("p.small.muted");
   const submitBtn = h("button.primary#submit", { type: "submit" }, "Launch");
+  const formErrors = h("div.form-errors#form-errors", { role: "alert", hidden: true });
+  const estimateView = h("p.estimate#estimate", "Estimating…");
 
   const form = h("form#launch-form", { onsubmit: submit, novalidate: true },
     h("div.grid2",
@@ -119,7 +108,9 @@ export async function mount(root, { query }) {
     h("fieldset#key-fields", h("legend", "Debugging and architecture"), keyFields),
     h("fieldset", h("details", h("summary", "All fields (override any preset value)"), allFields)),
     h("fieldset", h("legend", "Resolved configuration (what the worker will run)"), summary, resolvedView),
-    h("div.row", submitBtn, h("a.btn", { href: "/" }, "Cancel"), h("span.small.muted", "One run per seed; several seeds go to the runs list.")));
+    formErrors,
+    h("div.row.launch-row", submitBtn, h("a.btn", { href: "/" }, "Cancel"), estimateView),
+    h("p.small.muted", "One run per seed; several seeds go to the runs list."));
   clear(root, h("div.head", h("h1", "Launch a run")), form);
 
   function set(patch) {
@@ -159,11 +150,21 @@ export async function mount(root, { query }) {
       let input;
       if (type === "bool") input = h("input", { type: "checkbox" });
       else if (CHOICES[f.name]) input = h("select", (tiers.choices[f.name] ?? CHOICES[f.name]).map((c) => h("option", { value: c }, c)));
-      else input = h("input", { type: type === "str" ? "text" : "number", step: type === "int" ? "1" : "any" });
+      // Numbers are typed as text and checked here: an <input type=number> reports "1e" or "--4" as empty, which
+      // would silently fall back to the preset.
+      else input = h("input", { type: "text", inputmode: type === "int" ? "numeric" : type === "float" ? "decimal" : "text",
+        autocomplete: "off", spellcheck: false });
       input.addEventListener(type === "bool" || input.tagName === "SELECT" ? "change" : "input", () => {
         const raw = type === "bool" ? input.checked : input.value;
-        if (raw === "" && type !== "str") delete st.overrides[f.name];
-        else st.overrides[f.name] = type === "int" ? Number(raw) : type === "float" ? Number(raw) : raw;
+        delete st.localErrors[f.name];
+        if (raw === "" && type !== "str") delete st.overrides[f.name]; // empty: the preset's value again
+        else if (type === "int" || type === "float") {
+          const n = parseNumber(raw, type);
+          if (n.error) {
+            st.localErrors[f.name] = n.error;
+            delete st.overrides[f.name];
+          } else st.overrides[f.name] = n.value;
+        } else st.overrides[f.name] = raw;
         refresh();
       });
       const box = fieldBox(f.name, f.name, input, f.help);
@@ -189,7 +190,8 @@ export async function mount(root, { query }) {
     return b;
   }
 
-  function showErrors(errors) {
+  function showErrors(serverErrors) {
+    const errors = { ...serverErrors, ...st.localErrors };
     st.errors = errors;
     for (const [name, { input, err }] of inputs) {
       err.textContent = errors[name] ?? "";
@@ -197,7 +199,16 @@ export async function mount(root, { query }) {
     }
     const orphan = Object.entries(errors).filter(([k]) => !inputs.has(k));
     if (orphan.length) summary.textContent = orphan.map(([k, v]) => `${k}: ${v}`).join("; ");
-    submitBtn.disabled = Object.keys(errors).length > 0;
+    const n = Object.keys(errors).length;
+    submitBtn.disabled = n > 0;
+    formErrors.hidden = !n;
+    clear(formErrors, n ? [h("b", `Fix ${n} field${n > 1 ? "s" : ""} to launch: `),
+      Object.keys(errors).map((k, i) => [i ? ", " : "", h("a", { href: `#f-${k}`, onclick: (e) => {
+        e.preventDefault();
+        const box = inputs.get(k)?.wrap;
+        box?.closest("details")?.setAttribute("open", "");
+        inputs.get(k)?.input.focus();
+      } }, k)])] : null);
   }
 
   function showPreset() {
@@ -233,6 +244,7 @@ export async function mount(root, { query }) {
         summary.append(h("br"), h("b", "No dataset yet: "), "the server queues its collection first.");
       }
       fillResolved(st.resolved.config);
+      showEstimate(cfgs.map((c) => c.config), !st.synthetic && st.kind === "train" && !st.resolved.data_exists);
     } catch (e) {
       if (mine !== seq) return;
       if (e instanceof ApiError && e.status === 422) {
@@ -246,7 +258,7 @@ export async function mount(root, { query }) {
     for (const [name, { input, wrap }] of inputs) {
       if (!wrap.dataset.dyn || !(name in cfg)) continue;
       wrap.classList.toggle("changed", name in st.overrides);
-      if (name in st.overrides && document.activeElement === input) continue;
+      if ((name in st.overrides && document.activeElement === input) || name in st.localErrors) continue;
       const v = cfg[name];
       if (input.type === "checkbox") input.checked = Boolean(v);
       else if (document.activeElement !== input) input.value = v ?? "";
@@ -275,7 +287,52 @@ export async function mount(root, { query }) {
     }
   }
 
+  // How long the run will take here, from finished runs of the same kind, tier, preset and environment measured
+  // on this server's workers (their wall time per epoch or per episode, scaled to this run's budget).
+  function measure(kind, cfg) {
+    const same = measured.filter((r) => r.kind === kind && r.tier === cfg.tier && (r.preset ?? null) === (cfg.preset ?? null)
+      && r.domain === cfg.domain && r.task === cfg.task && r.started_at && r.finished_at && !r.config.resume);
+    const per = same.map((r) => (parseTime(r.finished_at) - parseTime(r.started_at)) / 1000 /
+      (kind === "train" ? r.config.num_epochs : r.config.num_episodes));
+    const unit = kind === "train" ? "epoch" : "episode";
+    const count = kind === "train" ? cfg.num_epochs : cfg.num_episodes;
+    const hw = [...new Set(same.map((r) => r.worker_gpu || "CPU"))].join(", ");
+    return same.length ? { seconds: median(per) * count, per: median(per), n: same.length, unit, count, hw } : null;
+  }
+
+  function showEstimate(cfgs, needsData) {
+    const cfg = cfgs[0];
+    const env = `${cfg.domain}-${cfg.task}`;
+    const what = `tier ${cfg.tier}${cfg.preset ? ` ${cfg.preset}` : ""} ${st.kind} on ${env}`;
+    const m = measure(st.kind, cfg);
+    const parts = [];
+    if (!m) {
+      clear(estimateView, h("span.muted", `No estimate yet: no finished ${what} run on this machine to measure from.`,
+        cfg.preset === "debug" ? "" : " A debug-preset run takes seconds and shows the machine works."));
+      return;
+    }
+    let total = m.seconds * cfgs.length;
+    parts.push(`${fmtDuration(m.per)} per ${m.unit} × ${m.count} ${m.unit}s`);
+    if (needsData) {
+      // The collection the server queues for it: the tier's collect config with the same extra preset.
+      const collect = { ...t.tiers[cfg.tier].collect, ...(cfg.preset ? t.presets[cfg.preset] : {}) };
+      const c = measure("collect", { ...cfg, num_episodes: collect.num_episodes });
+      if (c && Number.isFinite(c.seconds)) {
+        total += c.seconds;
+        parts.push(`plus ${fmtDuration(c.seconds)} to collect its dataset`);
+      } else parts.push("plus its dataset collection (not measured here yet)");
+    }
+    clear(estimateView, h("b", `Estimated ≈ ${fmtDuration(total)} on this machine`),
+      h("span.small.muted", ` (${parts.join(", ")}${cfgs.length > 1 ? `, × ${cfgs.length} runs one after another on one worker` : ""}; `,
+        `median of ${m.n} finished ${what} run${m.n > 1 ? "s" : ""} on ${m.hw})`));
+  }
+
   buildFields();
   fillEnv();
+  await loadMeasured().catch(() => {});
   refresh();
+  // Live: the estimate follows runs that finish meanwhile; the top bar shows the connection.
+  subscribe("/events", { status: (d) => {
+    if (["succeeded"].includes(d.status)) loadMeasured().then(refresh).catch(() => {});
+  } });
 }

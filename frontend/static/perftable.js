@@ -1,7 +1,7 @@
 // The seed's "Performance Comparison" table (epoch time per environment × tier), built from measured runs.
 import { api } from "./api.js";
 import { normalizeSeries } from "./charts.js";
-import { clear, envName, errorText, fmtDuration, h } from "./ui.js";
+import { clear, envName, errorText, fmtDuration, h, parseTime } from "./ui.js";
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -9,11 +9,16 @@ function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-// Median epoch time of each run (the first epoch is dropped when there are more: it pays for warm-up).
-export function runEpochTime(values) {
-  const v = values.filter((x) => Number.isFinite(x));
-  if (!v.length) return null;
-  return median(v.length >= 2 ? v.slice(1) : v);
+// Median epoch time of one run from its `perf/epoch_time` series, counting only the epochs this run's own process
+// trained: a resumed run carries its parent's points (they count in the parent's measurement), and its first own
+// epoch is the rest of the interrupted one. The first own epoch is dropped when there are more (warm-up); a
+// resumed run with a single own epoch is not counted (that epoch is partial). `wall`: seconds since the epoch.
+export function runEpochTime(values, wall, startedAt, resumed) {
+  const start = startedAt == null ? -Infinity : startedAt / 1000;
+  const own = values.filter((x, i) => Number.isFinite(x) && (wall[i] == null || wall[i] >= start));
+  if (!own.length) return null;
+  if (own.length >= 2) return median(own.slice(1));
+  return resumed ? null : own[0];
 }
 
 function secs(s) {
@@ -24,7 +29,7 @@ export async function epochTimeTable(card) {
   const title = card.querySelector("h2");
   try {
     const resp = await api("/runs", { query: { kind: "train", limit: 1000 } });
-    const runs = (resp.items ?? resp).filter((r) => r.latest && r.latest["perf/epoch_time"]);
+    const runs = resp.items.filter((r) => r.latest["perf/epoch_time"]);
     if (!runs.length) {
       clear(card, title, h("p.muted", "No measurement yet: every finished training epoch records ",
         h("code", "perf/epoch_time"), ". Train a run (any tier) and its time per epoch appears here."));
@@ -34,7 +39,8 @@ export async function epochTimeTable(card) {
     // cell key: environment | hardware -> tier -> [per-run epoch times]
     const cells = new Map();
     for (const r of runs) {
-      const t = runEpochTime(normalizeSeries(series.runs[String(r.id)]).y);
+      const s = normalizeSeries(series.runs[String(r.id)]);
+      const t = runEpochTime(s.y, s.wall, parseTime(r.started_at), Boolean(r.config.resume));
       if (t === null) continue;
       const hw = r.worker_gpu || "CPU";
       const row = `${envName(r)}|${hw}${r.preset ? ` · ${r.preset} preset` : ""}`;
@@ -45,8 +51,9 @@ export async function epochTimeTable(card) {
     }
     const rows = [...cells.keys()].sort();
     clear(card, title,
-      h("p.small.muted", "Median seconds per epoch of each finished epoch (first epoch dropped), then the median over runs; ",
-        "n = runs measured. Rows split by hardware, since the seed's table is for an RTX 3090."),
+      h("p.small.muted", "Median seconds per epoch over the epochs each run trained itself (its first epoch dropped when ",
+        "it has more, as it pays for warm-up; a resumed run's copied history and its partial first epoch never count), ",
+        "then the median over runs; n = runs measured. Rows split by hardware, since the seed's table is for an RTX 3090."),
       h("table#epoch-time-table",
         h("thead", h("tr", h("th", "Environment"), h("th", "Hardware"),
           [1, 2, 3].map((t) => h("th.num", `Tier ${t}`)))),

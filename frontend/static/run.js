@@ -1,56 +1,69 @@
-// Run page: header and actions, NaN banner, live loss/grad/DPGMM charts, evaluation, videos, checkpoints, logs.
-import { api, apiOr, subscribe } from "./api.js";
-import { MetricChart } from "./charts.js";
-import { latestLoss, progressOf } from "./runs.js";
-import { ArtifactsPanel, EvalPanel, LogPanel, configTable } from "./runpanels.js";
-import { lineageBox } from "./sweeps.js";
-import { clear, debounce, envName, errorText, fmtDuration, keepFocus, fmtNum, fmtTime, h, runDuration, statusBadge, toast } from "./ui.js";
+// Run page: header and actions, lineage, NaN banner, live loss/grad/DPGMM/speed charts, evaluation, videos,
+// checkpoints, logs. Every panel shows a loading state at once and is fetched in parallel; only charts wait for
+// plotly. A queued run shows where it waits instead of empty axes.
+import { api, subscribe } from "./api.js";
+import { ensurePlotly, MetricChart } from "./charts.js";
+import { lineageBox, loadLineage } from "./lineage.js";
+import { ArtifactsPanel, EvalPanel, LogPanel, configTable, loading } from "./runpanels.js";
+import { etaOf, latestLoss, progressOf, progressText } from "./runsummary.js";
+import { clear, debounce, envName, errorText, fmtDuration, fmtNum, fmtTime, h, keepFocus, runDuration, statusBadge, toast } from "./ui.js";
 
-const LOSS_KEYS = ["loss", "loss/recon", "loss/kl_z", "loss/kl_sticks", "loss/kl_alpha", "loss/context_pred", "val/loss"];
+const TERMS = ["recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred"];
+// [id, title, keys, options]
 const CHART_GROUPS = [
-  ["losses", "Loss terms (total and each term)", LOSS_KEYS, true],
-  ["beta", "β (KL weight)", ["beta"], false],
-  ["lr", "Learning rate", ["lr"], false],
+  ["losses", "Training loss (total and each term)", ["loss", ...TERMS.map((t) => `loss/${t}`)], { log: true }],
+  ["val", "Validation loss (total and each term, per epoch)", ["val/loss", ...TERMS.map((t) => `val/loss/${t}`)], { log: true }],
+  ["beta", "β (KL weight)", ["beta"], {}],
+  ["lr", "Learning rate", ["lr"], {}],
   ["grads", "Gradient norm per module", ["grad_norm", "grad_norm/encoder", "grad_norm/context", "grad_norm/posterior",
-    "grad_norm/prior", "grad_norm/dynamics", "grad_norm/decoder"], true],
+    "grad_norm/prior", "grad_norm/dynamics", "grad_norm/decoder"], { log: true }],
   ["dpgmm", "DPGMM prior: effective components, entropy of π, α",
-    ["dpgmm/effective_components", "dpgmm/pi_entropy", "dpgmm/alpha"], true],
-  ["perf", "Speed: step time (s), clips/s, epoch time (s)", ["perf/step_time", "perf/clips_per_s", "perf/epoch_time"], true],
+    ["dpgmm/effective_components", "dpgmm/pi_entropy", "dpgmm/alpha"], {}],
+  ["perf", "Speed per step", ["perf/step_time", "perf/clips_per_s"],
+    { axes: { "perf/clips_per_s": "y2" }, yTitle: "seconds per step", y2Title: "clips per second" }],
+  ["epoch", "Time per epoch", ["perf/epoch_time"], { yTitle: "seconds per epoch" }],
 ];
 const ACTIVE = ["queued", "running"];
+const FINISHED = ["failed", "cancelled", "lost", "succeeded"];
 
 export async function mount(root, { params }) {
   const id = Number(params[0]);
+  clear(root, h("div.head", h("h1", `run ${id}`), h("span.badge", "loading…")), loading("Loading the run…"));
   let run = await api(`/runs/${id}`);
+  const train = run.kind === "train"; // a collection has no curves, evaluations or videos
   const charts = new Map();
   const header = h("div");
+  const lineage = h("div");
   const banner = h("div#nan-banner");
-  const chartsBox = h("div.grid2");
+  const waiting = h("div");
+  const chartsBox = h("div.grid2#charts");
   const evalPanel = new EvalPanel(id);
-  const artifacts = new ArtifactsPanel(id, evalPanel);
+  const artifacts = new ArtifactsPanel(run, evalPanel);
   const logs = new LogPanel(id);
-  const cfgBox = h("div.card", h("h2", "Configuration"), configTable(run.config || {}));
+  const cfgBox = h("div.card", h("h2", "Configuration"), configTable(run.config));
   let alerts = [];
+  let rel = { parent: null, children: [], group: null };
+  let queueInfo = null; // where a queued run waits (GET /api/queue)
 
   const smooth = h("input#ema", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0, "aria-label": "EMA smoothing" });
   const smoothVal = h("span.small", "0.00");
-  const logBox = h("input#logy", { type: "checkbox", "aria-label": "Logarithmic y axis" });
+  // Log scale by default: on a linear axis the reconstruction term flattens every KL term to zero.
+  const logBox = h("input#logy", { type: "checkbox", checked: true, "aria-label": "Logarithmic y axis for losses and gradients" });
   smooth.addEventListener("input", () => {
     smoothVal.textContent = Number(smooth.value).toFixed(2);
     for (const c of charts.values()) c.setSmoothing(Number(smooth.value));
   });
   logBox.addEventListener("change", () => {
-    for (const [name, c] of charts) if (name !== "beta" && name !== "dpgmm") c.setLog(logBox.checked);
+    for (const [name, c] of charts) if (CHART_GROUPS.find((g) => g[0] === name)[3].log) c.setLog(logBox.checked);
   });
+  const controls = train ? h("div.card#curve-controls", h("div.controls",
+    h("h2.inline", "Curves"),
+    h("label", "EMA smoothing ", smooth, " ", smoothVal),
+    h("label", logBox, " log scale (losses, gradients)"),
+    h("span.small.muted", "Drag to zoom (finer data is fetched); double-click to reset. ✕ marks non-finite steps; ",
+      "dots mark series with few points."))) : null;
 
-  const train = run.kind === "train"; // a collection has no curves, evaluations or videos
-  clear(root, header, banner,
-    train && h("div.card", h("div.controls",
-      h("h2", { style: { margin: 0 } }, "Curves"),
-      h("label", "EMA smoothing ", smooth, " ", smoothVal),
-      h("label", logBox, " log scale"),
-      h("span.small.muted", "Drag to zoom (finer data is fetched); double-click to reset. ✕ marks non-finite steps."))),
-    chartsBox,
+  clear(root, header, lineage, banner, waiting, controls, chartsBox,
     train && h("div.grid2", evalPanel.el, artifacts.videoEl),
     h("div.grid2", artifacts.el, logs.el),
     cfgBox);
@@ -60,58 +73,71 @@ export async function mount(root, { params }) {
   }
 
   function drawHeader() {
-    const { done, total, epoch, epochs, unit } = progressOf(run);
+    const { done, total } = progressOf(run);
     const pct = total ? Math.min(100, (100 * (done ?? 0)) / total) : 0;
     const canCancel = ACTIVE.includes(run.status);
-    const finished = ["failed", "cancelled", "lost", "succeeded"].includes(run.status);
+    const finished = FINISHED.includes(run.status);
+    const hasCkpt = artifacts.checkpoints().length > 0;
+    const resumeWhy = !finished ? "Only an ended run can be resumed (cancel it first)"
+      : run.status === "succeeded" ? "The run finished: retry to train it again"
+      : !artifacts.loaded ? "Checking for a checkpoint…"
+      : !hasCkpt ? "No checkpoint was saved before it ended: retry it from scratch instead"
+      : "Continue from the last checkpoint as a new run";
+    const eta = etaOf(run);
+    const open = openAlertGroups().length;
     clear(header,
       h("div.head",
-        h("h1", run.name || `run ${id}`, h("span.muted", { style: { fontWeight: 400 } }, ` #${id}`)),
+        h("h1", run.name, h("span.muted.light", ` #${id}`)),
         statusBadge(run.status),
-        openAlerts() ? h("a.badge.alert-badge", { href: "#nan-banner" }, `⚠ ${openAlerts()} open alert(s)`) : null,
+        open ? h("a.badge.alert-badge", { href: "#nan-banner" }, `⚠ ${open} open alert${open > 1 ? "s" : ""}`) : null,
         h("span.spacer"),
         h("button.danger#btn-cancel", { type: "button", disabled: !canCancel, onclick: () => act("cancel") }, "Cancel"),
         h("button#btn-retry", { type: "button", disabled: !finished, title: "Start again from scratch as a new run",
           onclick: () => act("retry") }, "Retry"),
-        run.kind === "train" && h("button#btn-resume", { type: "button", disabled: !finished || run.status === "succeeded",
-          title: "Continue from the last checkpoint", onclick: () => act("resume") }, "Resume")),
+        train && h("button#btn-resume", { type: "button", disabled: !finished || run.status === "succeeded" || !hasCkpt,
+          title: resumeWhy, "aria-label": `Resume: ${resumeWhy}`, onclick: () => act("resume") }, "Resume")),
       h("div.card", h("div.grid3",
         h("dl.kv",
           h("dt", "Kind"), h("dd", `${run.kind} · tier ${run.tier}${run.preset ? ` · ${run.preset}` : ""}`),
           h("dt", "Environment"), h("dd", envName(run)),
-          h("dt", "Seed"), h("dd", String(run.seed ?? "—")),
-          h("dt", "Tags"), h("dd", (run.tags || []).join(", ") || "—")),
+          h("dt", "Seed"), h("dd", String(run.seed)),
+          h("dt", "Tags"), h("dd", run.tags.join(", ") || "—")),
         h("dl.kv",
           h("dt", "Worker"), h("dd#worker", run.worker_host ?? "—", run.worker_pid ? ` (pid ${run.worker_pid})` : ""),
-          h("dt", "GPU"), h("dd#gpu", run.worker_gpu ?? "none (CPU)"),
+          h("dt", "GPU"), h("dd#gpu", run.worker_gpu ?? (run.worker_host ? "none (CPU)" : "—")),
           h("dt", "Dataset"), h("dd", run.dataset_id ? h("a", { href: "/datasets", title: `dataset #${run.dataset_id}` },
-            run.config?.data_path ?? `#${run.dataset_id}`) : run.config?.data_path ?? "—",
+            run.config.data_path) : run.config.data_path ?? "—",
           run.waits_for_id ? h("div.small", "waits for its collection: ",
             h("a", { href: `/runs/${run.waits_for_id}` }, `run ${run.waits_for_id}`)) : null)),
         h("dl.kv",
           h("dt", "Created"), h("dd", fmtTime(run.created_at)),
           h("dt", "Started"), h("dd", fmtTime(run.started_at)),
           h("dt", "Duration"), h("dd#duration", fmtDuration(runDuration(run))),
-          run.kind === "train" ? [h("dt", "Latest loss"), h("dd#latest-loss", fmtNum(latestLoss(run)))]
-            : [h("dt", "Frames/s"), h("dd", fmtNum(run.progress?.["frames/s"]))])),
-      total ? h("div", { style: { marginTop: "10px" } },
-        h("span.small#progress-text", run.kind === "train" && epochs
-          ? `epoch ${epoch ?? "?"} of ${epochs} · step ${done ?? 0} of ${total}`
-          : `${done ?? 0} of ${total} ${unit}s`),
+          h("dt", "Time left"), h("dd#eta", { title: eta ? `estimated from ${eta.basis}` : "" },
+            eta ? [`≈ ${fmtDuration(eta.seconds)} `, h("span.small.muted", `(from ${eta.basis})`)]
+              : run.status === "running" ? h("span.muted", "measuring…") : "—"),
+          train ? [h("dt", "Latest loss"), h("dd#latest-loss", fmtNum(latestLoss(run)))]
+            : [h("dt", "Frames/s"), h("dd", fmtNum(run.progress["frames/s"]))])),
+      total ? h("div.progress-row", h("span.small#progress-text", progressText(run)),
         h("div.progress", h("span", { style: { width: `${pct}%` } }))) : null,
-      lineageBox(run),
-      run.error && run.status === "failed" ? h("pre.small#run-error", { style: { marginTop: "10px" } }, run.error)
-        : run.error ? h("p.small.muted", { style: { margin: "8px 0 0" } }, `Note: ${run.error}`) : null));
+      run.error && run.status === "failed" ? h("pre.small#run-error", run.error)
+        : run.error ? h("p.small.muted.note", `Note: ${run.error}`) : null));
+  }
+
+  function renderLineage() {
+    clear(lineage, lineageBox(run, rel));
   }
 
   async function act(what) {
     try {
       const r = await api(`/runs/${id}/${what}`, { method: "POST" });
-      const newId = r && r.id !== undefined && r.id !== id ? r.id : null;
-      toast(newId ? `${what === "retry" ? "Retrying" : "Resuming"} as run ${newId}.`
-        : "Cancel requested: the run saves a checkpoint and stops within seconds.");
-      if (newId) location.href = `/runs/${newId}`;
-      else await reloadRun();
+      if (what === "cancel") {
+        toast("Cancel requested: the run saves a checkpoint and stops within seconds.");
+        await reloadRun();
+        return;
+      }
+      toast(`${what === "retry" ? "Retrying" : "Resuming"} as run ${r.id}.`);
+      location.href = `/runs/${r.id}`;
     } catch (e) {
       toast(`${what} failed: ${errorText(e)}`, "error");
     }
@@ -119,14 +145,55 @@ export async function mount(root, { params }) {
 
   async function reloadRun() {
     run = await api(`/runs/${id}`);
+    artifacts.run = run;
     renderHeader();
+    if (run.status !== "queued") queueInfo = null;
+    renderWaiting();
+    if (run.status !== "queued" && !charts.size) buildCharts().catch(showChartError);
+    rel = await loadLineage(run);
+    renderLineage();
+  }
+
+  // A queued run: which queue, at what position, or which collection it waits for; no empty axes.
+  async function loadQueue() {
+    if (run.status !== "queued") return;
+    try {
+      queueInfo = await api("/queue");
+    } catch {
+      queueInfo = null;
+    }
+    renderWaiting();
+  }
+
+  function renderWaiting() {
+    if (controls) controls.hidden = run.status === "queued"; // nothing to smooth or scale yet
+    if (run.status !== "queued") {
+      clear(waiting);
+      return;
+    }
+    let where = "Waiting for a worker.";
+    if (run.held) where = "Held by its sweep until a slot under the sweep's parallel limit frees up.";
+    else if (run.waits_for_id) {
+      where = ["Waiting for its dataset: collection ", h("a", { href: `/runs/${run.waits_for_id}` }, `run ${run.waits_for_id}`),
+        " must finish first; the run is queued for training then."];
+    } else if (queueInfo) {
+      for (const [name, q] of Object.entries(queueInfo.queues)) {
+        const mine = q.waiting.find((w) => w.run_id === id);
+        if (mine) {
+          where = [`In queue “${name}” at position ${mine.position} of ${q.waiting.length}. `,
+            h("a", { href: "/queue" }, "See the queue"), "."];
+        }
+      }
+    }
+    clear(waiting, h("div.card.queued-state#queued-state", h("h2", "Queued: not started yet"), h("p", where),
+      h("p.small.muted", "Curves, evaluations and videos appear here live once a worker starts it.")));
   }
 
   // The alert rows (one per run, kind and key) plus the trainer's own reports (terms, modules) from the history.
   async function loadAlerts() {
-    const [rows, reports] = await Promise.all([apiOr(`/runs/${id}/alerts`, []),
-      apiOr(`/runs/${id}/history`, [], { query: { kind: "alert" } })]);
-    const payloads = reports.map((r) => r.payload ?? r).filter((p) => p.terms || p.modules);
+    const [rows, reports] = await Promise.all([api(`/runs/${id}/alerts`),
+      api(`/runs/${id}/history`, { query: { kind: "alert" } })]);
+    const payloads = reports.map((r) => r.payload).filter((p) => p.terms || p.modules);
     alerts = rows.map((a) => {
       const same = payloads.filter((p) => p.kind === a.kind || p.key === a.key);
       const report = same.find((p) => p.step === a.step) ?? same[same.length - 1];
@@ -136,41 +203,53 @@ export async function mount(root, { params }) {
     renderHeader();
   }
 
+  // One non-finite step raises an alert per key (loss, loss/kl_z, ...) and one trainer report: shown once.
+  function openAlertGroups() {
+    const groups = new Map();
+    for (const a of alerts.filter((x) => !x.acknowledged)) {
+      const nonfinite = a.kind === "nan" || a.kind === "inf";
+      const k = nonfinite ? `nf|${a.step}` : `${a.kind}|${a.id}`;
+      if (!groups.has(k)) groups.set(k, { nonfinite, step: a.step, alerts: [], report: null });
+      const g = groups.get(k);
+      g.alerts.push(a);
+      g.report = g.report ?? a.report ?? null;
+    }
+    return [...groups.values()];
+  }
+
   function renderBanner() {
-    const bad = alerts.filter((a) => (a.kind === "nan" || a.kind === "inf") && !a.acknowledged);
-    const other = alerts.filter((a) => !(a.kind === "nan" || a.kind === "inf") && !a.acknowledged);
-    for (const a of bad) {
+    const groups = openAlertGroups();
+    const bad = groups.filter((g) => g.nonfinite);
+    const other = groups.filter((g) => !g.nonfinite);
+    for (const g of bad) {
       const c = charts.get("losses");
-      if (c && a.step != null) c.addNanReport(a.step, reportText(a));
+      if (c && g.step != null) c.addNanReport(g.step, reportText(g));
     }
     clear(banner,
       bad.length ? h("div.banner.nan", { role: "alert" },
-        h("h2", `Non-finite values: ${bad.length} alert${bad.length > 1 ? "s" : ""}`),
-        bad.map((a) => h("div.row",
-          h("span", h("b", `${a.kind.toUpperCase()} `), `in ${a.key || "?"} at step ${a.step ?? "?"}`,
-            a.report?.epoch != null ? ` (epoch ${a.report.epoch})` : ""),
-          a.report ? h("span.small", h("b", "Trainer's report: "), reportText(a), h("br"), h("span.muted", a.report.message))
-            : h("span.small", a.message),
-          h("button", { type: "button", onclick: () => ack(a) }, "Acknowledge")))) : null,
-      other.map((a) => h("div.banner.info", h("b", `${a.kind}: `), a.message,
-        " ", h("button", { type: "button", onclick: () => ack(a) }, "Acknowledge"))));
+        h("h2", `Non-finite values at ${bad.length} step${bad.length > 1 ? "s" : ""}`),
+        bad.map((g) => h("div.row",
+          h("span", h("b", `${[...new Set(g.alerts.map((a) => a.kind.toUpperCase()))].join("/")} `),
+            `at step ${g.step ?? "?"} in ${g.alerts.map((a) => a.key || "?").join(", ")}`,
+            g.report?.epoch != null ? ` (epoch ${g.report.epoch})` : ""),
+          g.report ? h("span.small", h("b", "Trainer's report: "), reportText(g), h("br"), h("span.muted", g.report.message))
+            : h("span.small", g.alerts[0].message),
+          h("button", { type: "button", onclick: () => ack(g.alerts) }, "Acknowledge")))) : null,
+      other.map((g) => h("div.banner.info", h("b", `${g.alerts[0].kind}: `), g.alerts[0].message,
+        " ", h("button", { type: "button", onclick: () => ack(g.alerts) }, "Acknowledge"))));
   }
 
-  function openAlerts() {
-    return alerts.filter((a) => !a.acknowledged).length;
-  }
-
-  function reportText(a) {
-    const r = a.report;
-    if (!r) return a.message;
+  function reportText(g) {
+    const r = g.report;
+    if (!r) return g.alerts[0].message;
     return [r.terms?.length ? `loss terms: ${r.terms.join(", ")}` : "",
       r.modules?.length ? `non-finite gradients in: ${r.modules.join(", ")}` : ""].filter(Boolean).join(" · ") || r.message;
   }
 
-  async function ack(a) {
+  async function ack(list) {
     try {
-      await api(`/alerts/${a.id}/ack`, { method: "POST" });
-      a.acknowledged = true;
+      await Promise.all(list.map((a) => api(`/alerts/${a.id}/ack`, { method: "POST" })));
+      for (const a of list) a.acknowledged = true;
       renderBanner();
       renderHeader();
     } catch (e) {
@@ -178,28 +257,55 @@ export async function mount(root, { params }) {
     }
   }
 
-  async function buildCharts() {
-    const meta = await apiOr(`/runs/${id}/metrics`, {});
-    const known = new Set(Array.isArray(meta) ? meta.map((m) => m.key) : Object.keys(meta.keys ?? meta));
-    // A training run shows every panel from the start (they fill live); a collection only what it has.
-    for (const [name, title, keys, multi] of CHART_GROUPS) {
-      if (run.kind !== "train" && !keys.some((k) => known.has(k))) continue;
-      const div = h("div.chart", { id: `chart-${name}`, role: "img", "aria-label": `${title}: ${keys.join(", ")}` });
-      chartsBox.append(h("div.card", div));
-      const c = new MetricChart(div, id, keys, { title, height: multi ? 320 : 240 });
-      charts.set(name, c);
-    }
-    await Promise.all([...charts.values()].map((c) => c.load()));
+  function showChartError(e) {
+    chartsBox.prepend(h("div.error-box", "Could not draw the charts: ", errorText(e)));
+  }
+
+  let building = null;
+  function buildCharts() {
+    if (building) return building;
+    building = (async () => {
+      const meta = await api(`/runs/${id}/metrics`);
+      const known = new Set(meta.map((m) => m.key));
+      // A training run shows its panels from the start (they fill live); a collection only what it has. The
+      // validation chart waits for its first point (once per epoch).
+      for (const [name, title, keys, opts] of CHART_GROUPS) {
+        if ((!train || name === "val") && !keys.some((k) => known.has(k))) continue;
+        addChart(name, title, keys, opts);
+      }
+      await ensurePlotly();
+      await Promise.all([...charts.values()].map((c) => c.load()));
+      renderBanner(); // NaN markers need the loss chart
+    })();
+    return building;
+  }
+
+  function addChart(name, title, keys, opts) {
+    const div = h("div.chart", { id: `chart-${name}`, role: "img", "aria-label": `${title}: ${keys.join(", ")}` });
+    const card = h("div.card", div);
+    const after = CHART_GROUPS.findIndex((g) => g[0] === name);
+    const next = [...chartsBox.children].find((el) => CHART_GROUPS.findIndex((g) => `chart-${g[0]}` === el.firstChild?.id) > after);
+    chartsBox.insertBefore(card, next ?? null);
+    const c = new MetricChart(div, id, keys, { title, height: keys.length > 2 ? 320 : 260, logY: Boolean(opts.log) && logBox.checked,
+      axes: opts.axes, yTitle: opts.yTitle, y2Title: opts.y2Title });
+    charts.set(name, c);
+    return c;
   }
 
   function onMetrics(d) {
-    const pts = d.points ?? (d.key ? [d] : []);
-    for (const p of pts) {
+    for (const p of d.points) {
+      const old = run.latest[p.key];
+      if (!old || p.step >= old[0]) run.latest[p.key] = [p.step, p.value];
+      // The validation chart appears with its first point.
+      if (p.key.startsWith("val/") && !charts.has("val") && building) {
+        const [name, title, keys, opts] = CHART_GROUPS.find((g) => g[0] === "val");
+        addChart(name, title, keys, opts).load();
+      }
       for (const c of charts.values()) c.push(p.key, p.step, p.value);
-      if (p.key === "loss") run.latest = { ...(run.latest || {}), loss: [p.step, p.value] };
     }
     const el = document.getElementById("latest-loss");
     if (el) el.textContent = fmtNum(latestLoss(run));
+    if (d.points.some((p) => p.key.startsWith("perf/"))) renderHeader(); // the ETA's inputs
   }
 
   // Subscribe before the first fetch so no point falls between the two; points wait until the charts exist
@@ -217,7 +323,7 @@ export async function mount(root, { params }) {
       reloadLog();
     },
     progress: (d) => {
-      run.progress = d.progress ?? run.progress;
+      run.progress = d.progress;
       renderHeader();
     },
     alert: () => {
@@ -225,18 +331,44 @@ export async function mount(root, { params }) {
       reloadLog();
     },
     alert_ack: () => loadAlerts(),
-    artifact: () => artifacts.load(),
-    eval: (d) => evalPanel.add(d.payload ?? d),
+    artifact: () => artifacts.load().then(renderHeader),
+    eval: (d) => evalPanel.add(d.payload),
     log: reloadLog,
   });
   renderHeader();
-  await buildCharts();
-  for (const d of pending) onMetrics(d);
-  pending = null;
-  await Promise.all([loadAlerts(), evalPanel.load(), artifacts.load(), logs.load()]);
-  // Tick the duration.
+  renderWaiting();
+  artifacts.onLoad = renderHeader; // Resume needs to know whether a checkpoint exists
+  const panelError = (el, what) => (e) => clear(el, h("p.error-box", `Could not load ${what}: `, errorText(e)));
+  // Everything at once: the panels do not wait for the charts, nor the charts for plotly before fetching keys.
+  const jobs = [
+    loadAlerts().catch((e) => toast(`Could not load alerts: ${errorText(e)}`, "error")),
+    artifacts.load().catch(panelError(artifacts.table, "the files")),
+    logs.load().catch(panelError(logs.pre, "the log")),
+    loadLineage(run).then((r) => {
+      rel = r;
+      renderLineage();
+    }),
+    loadQueue(),
+  ];
+  if (train) jobs.push(evalPanel.load().catch(panelError(evalPanel.summary, "the evaluations")));
+  if (run.status !== "queued") {
+    jobs.push(buildCharts().then(() => {
+      for (const d of pending) onMetrics(d);
+      pending = null;
+    }).catch(showChartError));
+  } else {
+    // Charts are built when the run starts (reloadRun); points before that are in the first fetch.
+    pending = null;
+  }
+  await Promise.all(jobs);
+  if (pending) {
+    for (const d of pending) onMetrics(d);
+    pending = null;
+  }
+  // Tick the duration and the queue position.
   setInterval(() => {
     const el = document.getElementById("duration");
     if (el && ACTIVE.includes(run.status)) el.textContent = fmtDuration(runDuration(run));
+    if (run.status === "queued" && document.visibilityState === "visible") loadQueue();
   }, 5000);
 }

@@ -1,32 +1,15 @@
 // Runs page: filterable table of runs, updated live from /api/events; select runs to compare.
 import { api, subscribe } from "./api.js";
+import { alertCount, etaOf, latestLoss, progressOf, workerOf } from "./runsummary.js";
 import { clear, coalesce, debounce, emptyState, envName, errorText, fmtDuration, fmtNum, h, keepFocus, runDuration, statusBadge } from "./ui.js";
 
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "lost"];
+const COLUMNS_KEY = "aime_run_columns";
 
-export function progressOf(run) {
-  const p = run.progress || {};
-  const done = p.done ?? run.step ?? run.progress_done;
-  const total = p.total ?? run.total_steps ?? run.progress_total;
-  const unit = p.unit ?? run.progress_unit ?? (run.kind === "collect" ? "episode" : "step");
-  const epoch = p.epoch ?? run.epoch;
-  const epochs = p.num_epochs ?? run.num_epochs ?? run.config?.num_epochs;
-  return { done, total, unit, epoch, epochs };
-}
-
-export function latestLoss(run) {
-  const latest = run.latest || run.latest_metrics || run.last_values || {};
-  const v = latest.loss ?? run.latest_loss ?? run.loss;
-  if (Array.isArray(v)) return v[1]; // [step, value]
-  return v && typeof v === "object" ? v.value : v;
-}
-
-export function alertCount(run) {
-  return run.open_alerts ?? run.alerts_open ?? run.alert_count ?? (Array.isArray(run.alerts) ? run.alerts.length : 0);
-}
-
-export function workerOf(run) {
-  return run.worker_host ?? run.worker ?? run.host ?? "—";
+function configValue(v) {
+  if (v === undefined) return "—";
+  if (typeof v === "number") return fmtNum(v);
+  return v === null ? "—" : String(v);
 }
 
 function progressCell(run) {
@@ -36,7 +19,9 @@ function progressCell(run) {
   const text = run.kind === "train" && epochs
     ? `epoch ${epoch ?? "?"}/${epochs} · step ${done}/${total}`
     : `${done}/${total} ${unit}s`;
+  const eta = etaOf(run);
   return h("td", { title: `${pct.toFixed(0)}%` }, h("span.small", text),
+    eta ? h("span.small.muted.eta", { title: `time left, from ${eta.basis}` }, ` · ${fmtDuration(eta.seconds)} left`) : null,
     h("div.progress", h("span", { style: { width: `${pct}%` } })));
 }
 
@@ -60,18 +45,52 @@ export async function mount(root, { query }) {
     "aria-label": "Free text search", oninput: debounce(onFilter, 300) });
   for (const el of [tierSel, statusSel, kindSel, tagInput, textInput]) el.value = state.filters[el.name] ?? "";
 
-  const table = h("table#runs-table",
-    h("thead", h("tr",
-      h("th", h("input", { type: "checkbox", "aria-label": "Select all", onchange: (e) => selectAll(e.target.checked) })),
-      ["Name", "Kind", "Tier", "Environment", "Seed", "Status", "Progress"].map((t) => h("th", t)),
-      h("th.num", "Latest loss"), h("th", "Alerts"), h("th.num", "Duration"), h("th", "Worker"))),
-    tbody);
+  // Config columns the user picked (kept in this browser): e.g. lr, batch_size, latent_dim.
+  let columns = [];
+  try {
+    columns = JSON.parse(localStorage.getItem(COLUMNS_KEY) || "[]").filter((c) => typeof c === "string");
+  } catch {
+    columns = [];
+  }
+  const thead = h("thead");
+  const table = h("table#runs-table", thead, tbody);
+  const colList = h("div.column-list");
+  const colFilter = h("input", { type: "search", placeholder: "field…", "aria-label": "Find a config field",
+    oninput: () => fillColumns() });
+  const colSummary = h("summary");
+  const colPicker = h("details.column-picker#column-picker", colSummary,
+    h("div.column-pop", h("p.small.muted", "Config fields shown as columns (kept in this browser)."), colFilter, colList));
   const body = h("div");
   clear(root,
     h("div.head", h("h1", "Runs"), count, h("span.spacer"),
       compareBtn, h("a.btn", { href: "/launch" }, "Launch a run")),
-    h("div.filters", tierSel, statusSel, kindSel, envSel, tagInput, textInput),
+    h("div.filters", tierSel, statusSel, kindSel, envSel, tagInput, textInput, h("span.spacer"), colPicker),
     body);
+
+  function drawHead() {
+    clear(thead, h("tr",
+      h("th", h("input", { type: "checkbox", "aria-label": "Select all", onchange: (e) => selectAll(e.target.checked) })),
+      ["Name", "Kind", "Tier", "Environment", "Seed", "Status", "Progress"].map((t) => h("th", t)),
+      h("th.num", "Latest loss"), h("th", "Alerts"), h("th.num", "Duration"), h("th", "Worker"),
+      columns.map((c) => h("th.num.config-col", { dataset: { column: c } }, c))));
+    colSummary.textContent = `Columns${columns.length ? ` (${columns.length})` : ""}`;
+  }
+
+  function fillColumns() {
+    const keys = new Set();
+    for (const r of state.runs.values()) for (const k of Object.keys(r.config)) keys.add(k);
+    for (const c of columns) keys.add(c);
+    const q = colFilter.value.trim().toLowerCase();
+    clear(colList, [...keys].sort().filter((k) => !q || k.includes(q)).map((k) => h("label.small",
+      h("input", { type: "checkbox", checked: columns.includes(k), dataset: { column: k }, onchange: (e) => {
+        columns = e.target.checked ? [...columns, k] : columns.filter((c) => c !== k);
+        localStorage.setItem(COLUMNS_KEY, JSON.stringify(columns));
+        drawHead();
+        render();
+      } }), ` ${k}`)));
+  }
+  colPicker.addEventListener("toggle", () => colPicker.open && fillColumns());
+  drawHead();
 
   function onFilter() {
     state.filters = {
@@ -105,14 +124,15 @@ export async function mount(root, { query }) {
       // Names repeat (a retry, another launch of one config): the id tells them apart.
       h("td", h("span.muted.small", `#${id} `), h("a", { href: `/runs/${id}` }, run.name || `run ${id}`),
         (run.tags || []).map((t) => h("span.badge.small", { style: { marginLeft: "4px" } }, t))),
-      h("td", run.kind), h("td", run.tier ?? run.config?.tier), h("td", envName(run)),
-      h("td", run.seed ?? run.config?.seed),
+      h("td", run.kind), h("td", run.tier), h("td", envName(run)),
+      h("td", run.seed),
       h("td", statusBadge(run.status)),
       progressCell(run),
       h("td.num", { class: `num loss ${Number.isFinite(Number(loss)) ? "" : "nonfinite"}` }, fmtNum(loss)),
       h("td", alerts ? h("a.badge.alert-badge", { href: `/runs/${id}#nan-banner`, title: "Open alerts" }, `⚠ ${alerts}`) : ""),
       h("td.num", fmtDuration(runDuration(run))),
-      h("td.small", workerOf(run)));
+      h("td.small", workerOf(run)),
+      columns.map((c) => h("td.num.config-col", configValue(run.config[c]))));
   }
 
   function render() {
@@ -192,17 +212,17 @@ export async function mount(root, { query }) {
     alert: (d) => {
       const run = state.runs.get(d.run_id);
       if (!run) return;
-      run.open_alerts = (alertCount(run) || 0) + 1;
+      run.open_alerts = alertCount(run) + 1;
       touch(run.id);
     },
   });
 
   function patch(d) {
-    const id = d.run_id ?? d.id;
+    const id = d.run_id;
     const run = state.runs.get(id);
     if (!run) return reload();
-    if (d.run) Object.assign(run, d.run);
-    else Object.assign(run, Object.fromEntries(Object.entries(d).filter(([k]) => k !== "run_id" && k !== "type")));
+    // status events carry {status, ...changed fields}; progress events {progress}.
+    Object.assign(run, Object.fromEntries(Object.entries(d).filter(([k]) => k !== "run_id" && k !== "type")));
     if (d.status && !run.started_at && d.status === "running") run.started_at = new Date().toISOString();
     if (d.status && ["succeeded", "failed", "cancelled", "lost"].includes(d.status) && !run.finished_at) {
       run.finished_at = new Date().toISOString();
@@ -213,9 +233,9 @@ export async function mount(root, { query }) {
   function metric(d) {
     const run = state.runs.get(d.run_id);
     if (!run) return;
-    const pts = d.points ?? [d];
-    for (const p of pts) {
-      if (p.key === "loss") run.latest = { ...(run.latest || {}), loss: [p.step, p.value] };
+    for (const p of d.points) {
+      const old = run.latest[p.key];
+      if (!old || p.step >= old[0]) run.latest[p.key] = [p.step, p.value];
     }
     touch(run.id);
   }

@@ -1,49 +1,129 @@
-// Sweeps: the list (with a new-sweep form) and one sweep's page: leaderboard (mean ± std over seeds per
-// configuration), parallel-coordinates plot of the varied fields against the metric, runs, promotion and lineage.
+// Sweeps: the list, and a new-sweep builder (base launch, grid rows, seeds, metric, parallel limit) that shows how
+// many runs it creates and keeps the POST /api/sweeps JSON beside it, editable. One sweep's page is sweep.js.
 import { api, subscribe } from "./api.js";
-import { COLORS, PLOT_CONFIG, baseLayout, ensurePlotly, hexA } from "./charts.js";
-import { clear, debounce, emptyState, errorText, fmtNum, fmtTime, h, statusBadge, toast } from "./ui.js";
+import { parseSeeds, parseValues } from "./forms.js";
+import { countsText } from "./sweepsummary.js";
+import { clear, debounce, emptyState, errorText, fmtTime, h, statusBadge } from "./ui.js";
 
-const EXAMPLE = {
-  base: { kind: "train", tier: 1, preset: "debug", synthetic: true, overrides: { num_epochs: 1 } },
-  grid: { latent_dim: [4, 8] },
-  random: {},
-  seeds: [0, 1],
-  metric: "eval/rollout_mse",
-  mode: "min",
-  parallel: 2,
-  early_stop: { k: 3, patience: 3 },
-};
+const METRICS = ["eval/rollout_mse", "val/loss", "loss", "eval/psnr"];
 
-export async function mount(root, { params }) {
-  if (params && params[0]) return mountSweep(root, Number(params[0]));
-  return mountList(root);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The list
-
-async function mountList(root) {
+export async function mount(root) {
   const body = h("div");
-  const text = h("textarea#sweep-body", { rows: 14, spellcheck: false, "aria-label": "Sweep request (JSON)",
-    style: { width: "100%", fontFamily: "ui-monospace, monospace", fontSize: "12px" } });
-  text.value = JSON.stringify(EXAMPLE, null, 2);
-  const err = h("p.small#sweep-error", { role: "alert" });
+  const tiers = await api("/tiers");
+  const fields = tiers.fields.train.map((f) => f.name).filter((n) => !["seed", "kind", "tier"].includes(n)).sort();
+
+  // --- the builder
+  const tierSel = h("select#sw-tier", [1, 2, 3].map((t) => h("option", { value: t }, `tier ${t}`)));
+  const presetSel = h("select#sw-preset", h("option", { value: "debug" }, "debug (tiny, seconds on a CPU)"),
+    h("option", { value: "" }, "none (full tier)"));
+  const synthBox = h("input#sw-synthetic", { type: "checkbox", checked: true });
+  const epochsIn = h("input#sw-epochs", { type: "text", inputmode: "numeric", value: "1", size: 5 });
+  const seedsIn = h("input#sw-seeds", { type: "text", value: "0, 1", size: 10 });
+  const metricSel = h("select#sw-metric", METRICS.map((m) => h("option", { value: m }, m)));
+  const modeSel = h("select#sw-mode", h("option", { value: "min" }, "lower is better"), h("option", { value: "max" }, "higher is better"));
+  const parallelIn = h("input#sw-parallel", { type: "text", inputmode: "numeric", value: "2", size: 4 });
+  const rows = h("div.grid-rows#sw-grid");
+  const addRow = (field = "latent_dim", values = "4, 8") => {
+    const sel = h("select", { "aria-label": "Field to vary", onchange: sync }, fields.map((f) => h("option", { value: f, selected: f === field }, f)));
+    const vals = h("input", { type: "text", value: values, "aria-label": "Values, comma separated", placeholder: "e.g. 1e-3, 3e-4", oninput: sync });
+    const row = h("div.grid-row", sel, h("span.small.muted", "values"), vals,
+      h("button.linklike.remove", { type: "button", "aria-label": "Remove this field", onclick: () => { row.remove(); sync(); } }, "remove"));
+    rows.append(row);
+  };
+  addRow();
+  const addBtn = h("button#sw-add", { type: "button", onclick: () => { addRow(fields[0], ""); sync(); } }, "+ vary another field");
+  for (const el of [tierSel, presetSel, synthBox, metricSel, modeSel]) el.addEventListener("change", sync);
+  for (const el of [epochsIn, seedsIn, parallelIn]) el.addEventListener("input", sync);
+
+  const text = h("textarea#sweep-body", { rows: 14, spellcheck: false, "aria-label": "Sweep request (JSON)" });
+  text.addEventListener("input", debounce(preview, 200));
+  const count = h("p#sweep-preview.preview");
+  const err = h("div#sweep-error", { role: "alert" });
   const create = h("button.primary#sweep-create", { type: "button", onclick: submit }, "Create sweep");
+  const builderErrors = h("div.small.err-list");
+
   clear(root, h("div.head", h("h1", "Sweeps")),
     h("details.card#new-sweep", h("summary", h("b", "New sweep")),
-      h("p.small.muted", "The POST /api/sweeps body: a base launch, a grid {field: [values]} and/or random ",
-        "{field: {choice|uniform|loguniform|int: [..]}, count}, seeds per configuration, the ranking metric, the ",
-        "parallel limit and early stop (loss above k × the sweep median for `patience` logged points)."),
-      text, h("div.controls", create, err)),
+      h("div.grid2.sweep-form",
+        h("div",
+          h("div.form-grid.compact",
+            h("label.field", h("span", "Tier"), tierSel), h("label.field", h("span", "Preset"), presetSel),
+            h("label.field", h("span", "Epochs per run"), epochsIn),
+            h("label.field.check", synthBox, h("span", " synthetic data (no MuJoCo, no dataset)"))),
+          h("h3", "Fields to vary (a grid: every combination)"), rows, addBtn,
+          h("div.form-grid.compact",
+            h("label.field", h("span", "Seeds per configuration"), seedsIn),
+            h("label.field", h("span", "Rank by"), metricSel), h("label.field", h("span", "Mode"), modeSel),
+            h("label.field", h("span", "Runs at a time"), parallelIn)),
+          builderErrors),
+        h("div",
+          h("p.small.muted", "The request sent to POST /api/sweeps; the builder writes it, and you may edit it here ",
+            "(random search: {\"random\": {field: {choice|uniform|loguniform|int: [..]}, \"count\": N}}; early stop: ",
+            "loss above k × the sweep median for `patience` logged points)."),
+          text)),
+      count, h("div.controls", create), err),
     body);
+
+  function sync() {
+    const problems = [];
+    let seeds = [];
+    try {
+      seeds = parseSeeds(seedsIn.value);
+    } catch (e) {
+      problems.push(e.message);
+    }
+    const grid = {};
+    for (const row of rows.children) {
+      const [sel, , vals] = row.children;
+      const v = parseValues(vals.value);
+      if (!v.length) problems.push(`${sel.value}: give at least one value`);
+      else if (grid[sel.value]) problems.push(`${sel.value} is listed twice`);
+      else grid[sel.value] = v;
+    }
+    const epochs = Number(epochsIn.value);
+    if (!/^\d+$/.test(epochsIn.value.trim()) || epochs < 1) problems.push(`epochs: “${epochsIn.value}” is not a whole number ≥ 1`);
+    const parallel = Number(parallelIn.value);
+    if (!/^\d+$/.test(parallelIn.value.trim()) || parallel < 1) problems.push(`runs at a time: “${parallelIn.value}” is not a whole number ≥ 1`);
+    clear(builderErrors, problems.map((p) => h("div.err", p)));
+    const base = { kind: "train", tier: Number(tierSel.value), overrides: { num_epochs: epochs } };
+    if (presetSel.value) base.preset = presetSel.value;
+    if (synthBox.checked) base.synthetic = true;
+    const req = { base, grid, random: {}, seeds, metric: metricSel.value, mode: modeSel.value, parallel,
+      early_stop: { k: 3, patience: 3 } };
+    text.value = JSON.stringify(req, null, 2);
+    preview();
+  }
+
+  // How many runs the request creates: grid combinations (times `random.count` samples), times seeds.
+  function preview() {
+    let req;
+    try {
+      req = JSON.parse(text.value);
+    } catch (e) {
+      clear(count, h("span.bad", `The JSON does not parse: ${e.message}`));
+      create.disabled = true;
+      return;
+    }
+    const gridSizes = Object.values(req.grid || {}).map((v) => (Array.isArray(v) ? v.length : 0));
+    const combos = gridSizes.reduce((a, b) => a * b, 1);
+    const randomCount = Object.keys(req.random || {}).some((k) => k !== "count") ? Number(req.random.count || 0) : 1;
+    const configs = combos * randomCount;
+    const seeds = Array.isArray(req.seeds) ? req.seeds.length : 1;
+    const runs = configs * seeds;
+    clear(count, h("b", `${runs} run${runs === 1 ? "" : "s"}`),
+      `: ${configs} configuration${configs === 1 ? "" : "s"}`,
+      gridSizes.length ? ` (${gridSizes.join(" × ")}${randomCount !== 1 ? ` × ${randomCount} random` : ""})` : "",
+      ` × ${seeds} seed${seeds === 1 ? "" : "s"}, ${req.parallel ?? 2} at a time.`);
+    create.disabled = runs < 1 || builderErrors.children.length > 0;
+    create.textContent = runs > 0 ? `Create sweep (${runs} runs)` : "Create sweep";
+  }
 
   async function submit() {
     let req;
     try {
       req = JSON.parse(text.value);
     } catch (e) {
-      err.textContent = `Not valid JSON: ${e.message}`;
+      showError(`The request is not valid JSON: ${e.message}`);
       return;
     }
     create.disabled = true;
@@ -51,12 +131,19 @@ async function mountList(root) {
       const s = await api("/sweeps", { method: "POST", body: req });
       location.href = `/sweeps/${s.id}`;
     } catch (e) {
-      const d = e.detail || {};
-      err.textContent = d.config ? `${errorText(e)} (configuration ${d.config}: ${JSON.stringify(d.params)})` : errorText(e);
+      const d = e.detail;
+      showError(d && d.field ? `${d.field}: ${d.message}` : errorText(e),
+        d && d.config ? `in configuration ${d.config}: ${JSON.stringify(d.params)}` : "");
     } finally {
       create.disabled = false;
     }
   }
+
+  function showError(message, where = "") {
+    clear(err, h("div.error-box", h("b", "The sweep was not created. "), message, where ? h("div.small", where) : null));
+  }
+
+  sync();
 
   async function load() {
     let list;
@@ -83,227 +170,4 @@ async function mountList(root) {
   await load();
   const later = debounce(load, 500);
   subscribe("/events", { ready: later, status: later }); // ready: no gap after the first fetch
-}
-
-function countsText(counts) {
-  return Object.entries(counts || {}).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(", ");
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// One sweep
-
-async function mountSweep(root, id) {
-  const header = h("div");
-  const lineage = h("div");
-  const board = h("div.card");
-  const plot = h("div#parcoords", { role: "img", "aria-label": "Parallel coordinates: varied fields against the metric" });
-  const runsBox = h("div.card.table-wrap");
-  const curveKey = h("select#curve-key", { "aria-label": "Metric of the group curves" },
-    ["loss", "val/loss", "eval/rollout_mse", "eval/psnr"].map((k) => h("option", { value: k }, k)));
-  const curves = h("div#group-curves", { role: "img", "aria-label": "Mean ± std over seeds per configuration" });
-  curveKey.addEventListener("change", () => drawCurves());
-  clear(root, header, lineage, board, h("div.card", h("h2", "Parameters against the metric"), plot),
-    h("div.card", h("div.controls", h("h2", { style: { margin: 0 } }, "Curves per configuration: mean ± std over seeds"),
-      h("label", "metric ", curveKey),
-      h("span.small.muted", "Computed on the server from every stored point, at the steps all seeds logged.")), curves),
-    runsBox);
-  let sweep = null;
-
-  async function load() {
-    try {
-      sweep = await api(`/sweeps/${id}`);
-    } catch (e) {
-      clear(root, h("div.error-box", h("h2", `Sweep ${id}`), h("p", errorText(e))));
-      return;
-    }
-    drawHeader();
-    drawLineage();
-    drawBoard();
-    drawRuns();
-    await drawPlot();
-    await drawCurves();
-  }
-
-  async function drawCurves() {
-    const s = sweep;
-    const key = curveKey.value;
-    let Plotly;
-    let groups;
-    try {
-      Plotly = await ensurePlotly();
-      groups = await Promise.all(s.configs.map((c) => api("/aggregate", { query: { group: `sweep${id}-${c.key}`, key } })));
-    } catch (e) {
-      clear(curves, h("p.muted", errorText(e)));
-      return;
-    }
-    const traces = [];
-    s.configs.forEach((c, i) => {
-      const g = groups[i];
-      if (!g.steps.length) return;
-      const color = COLORS[i % COLORS.length];
-      const lo = g.mean.map((m, j) => m - g.std[j]);
-      const hi = g.mean.map((m, j) => m + g.std[j]);
-      traces.push({ x: g.steps, y: hi, mode: "lines", line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: c.key });
-      traces.push({ x: g.steps, y: lo, mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: hexA(color, 0.18),
-        hoverinfo: "skip", showlegend: false, legendgroup: c.key });
-      traces.push({ x: g.steps, y: g.mean, mode: "lines", name: `${c.key} ${JSON.stringify(c.params)} (n=${Math.max(...g.n)})`,
-        line: { color, width: 1.6 }, legendgroup: c.key });
-    });
-    if (!traces.length) {
-      clear(curves, h("p.muted", `No ${key} points yet.`));
-      return;
-    }
-    curves.querySelector("p")?.remove();
-    await Plotly.react(curves, traces, baseLayout({ height: 340, yaxis: { title: { text: key }, gridcolor: "#eee" } }), PLOT_CONFIG);
-  }
-
-  function drawHeader() {
-    const s = sweep;
-    const topK = h("input#promote-k", { type: "number", min: 1, value: Math.min(3, s.configs.length), style: { width: "4em" } });
-    const tier = h("input#promote-tier", { type: "number", min: s.tier + 1, max: 3, value: Math.min(3, s.tier + 1), style: { width: "4em" } });
-    const seeds = h("input#promote-seeds", { placeholder: s.tier + 1 >= 3 ? "1,2,3,4,5" : s.seeds.join(","), style: { width: "9em" } });
-    const promote = async () => {
-      const bodyReq = { top_k: Number(topK.value), tier: Number(tier.value) };
-      if (seeds.value.trim()) bodyReq.seeds = seeds.value.split(",").map((x) => Number(x.trim()));
-      try {
-        const child = await api(`/sweeps/${id}/promote`, { method: "POST", body: bodyReq });
-        location.href = `/sweeps/${child.id}`;
-      } catch (e) {
-        toast(`Promotion failed: ${errorText(e)}`, "error");
-      }
-    };
-    const cancel = async () => {
-      try {
-        sweep = await api(`/sweeps/${id}/cancel`, { method: "POST" });
-        toast("Sweep cancelled: held and queued runs will not start; running ones stop.");
-        await load();
-      } catch (e) {
-        toast(`Cancel failed: ${errorText(e)}`, "error");
-      }
-    };
-    const es = s.early_stop || {};
-    clear(header,
-      h("div.head", h("h1", s.name || `sweep ${id}`), statusBadge(s.status), h("span.spacer"),
-        h("button.danger#sweep-cancel", { type: "button", disabled: s.status !== "running", onclick: cancel }, "Cancel sweep")),
-      h("div.card", h("div.grid3",
-        h("dl.kv",
-          h("dt", "Base"), h("dd", `tier ${s.tier}${s.base.preset ? ` · ${s.base.preset}` : ""}${s.base.synthetic ? " · synthetic" : ""}`),
-          h("dt", "Overrides"), h("dd.small", JSON.stringify(s.base.overrides || {})),
-          h("dt", "Space"), h("dd.small", JSON.stringify({ ...s.grid, ...s.random }))),
-        h("dl.kv",
-          h("dt", "Ranked by"), h("dd", `${s.metric} (${s.mode === "min" ? "lower" : "higher"} is better)`),
-          h("dt", "Seeds"), h("dd", s.seeds.join(", ")),
-          h("dt", "Parallel"), h("dd", String(s.parallel))),
-        h("dl.kv",
-          h("dt", "Runs"), h("dd#sweep-counts", `${s.total_runs}: ${countsText(s.counts)}`),
-          h("dt", "Early stop"), h("dd.small", es.enabled ? `loss > ${es.k} × median for ${es.patience} points, or non-finite` : "off"),
-          h("dt", "Created"), h("dd", fmtTime(s.created_at))))),
-      h("div.card", h("div.controls", h("b", "Promote"),
-        h("label", "best ", topK), h("label", "to tier ", tier), h("label", "seeds ", seeds),
-        h("button#promote-btn", { type: "button", onclick: promote, disabled: s.tier >= 3 }, "Launch at the next tier"),
-        h("span.small.muted", "The next tier's preset for every field the sweep did not vary."))));
-  }
-
-  function drawLineage() {
-    const s = sweep;
-    const parts = [];
-    if (s.parent_id) {
-      parts.push(h("p", "Promoted from ", h("a", { href: `/sweeps/${s.parent_id}` }, `sweep ${s.parent_id}`), ": ",
-        (s.promotion.picks || []).map((p, i) => [i ? "; " : "", `${p.key} ← ${p.config} (rank ${p.rank}, runs `,
-          p.runs.map((r, j) => [j ? ", " : "", h("a", { href: `/runs/${r}` }, String(r))]), ")"])));
-    }
-    for (const c of s.children || []) {
-      parts.push(h("p", "Promoted to ", h("a", { href: `/sweeps/${c.id}` }, `sweep ${c.id}`), ` at tier ${c.tier}: `,
-        c.picks.map((p) => `${p.config} → ${p.key}`).join(", ")));
-    }
-    clear(lineage, parts.length ? h("div.card#sweep-lineage", h("h2", "Lineage"), parts) : null);
-  }
-
-  function drawBoard() {
-    const s = sweep;
-    const varied = s.varied || [];
-    clear(board, h("h2", `Leaderboard: ${s.metric} at the last evaluation, mean ± std over seeds`),
-      h("div.table-wrap", h("table#leaderboard",
-        h("thead", h("tr", ["Rank", "Config", ...varied, "Mean ± std", "Seeds counted", "Stopped early", "Runs"].map((t) => h("th", t)))),
-        h("tbody", s.leaderboard.map((r) => h("tr", { dataset: { config: r.key } },
-          h("td", r.rank ?? "—"), h("td", r.key),
-          varied.map((v) => h("td.num", fmtParam(r.params[v]))),
-          h("td.num", r.mean === null ? "—" : `${fmtNum(r.mean)} ± ${fmtNum(r.std)}`),
-          h("td.num", `${r.n} of ${r.runs.length - (r.replaced || []).length}`), h("td.num", r.stopped || ""),
-          h("td.small", r.runs.map((x, i) => [i ? ", " : "", h("a", { href: `/runs/${x}` }, String(x))]))))))));
-  }
-
-  function drawRuns() {
-    const s = sweep;
-    clear(runsBox, h("h2", "Runs"), h("table#sweep-runs",
-      h("thead", h("tr", ["Run", "Config", "Seed", "Status", `Last ${s.metric}`, "Note"].map((t) => h("th", t)))),
-      h("tbody", s.runs.map((r) => h("tr",
-        h("td", h("a", { href: `/runs/${r.id}` }, `${r.id}`)), h("td", r.sweep_config), h("td", r.seed),
-        h("td", statusBadge(r.status === "queued" && r.held ? "held" : r.status)),
-        h("td.num", fmtNum((r.latest || {})[s.metric]?.[1])),
-        h("td.small", runNote(r)))))));
-  }
-
-  function runNote(r) {
-    const why = r.stop_reason ? `stopped early: ${r.stop_reason}` : r.status === "failed" ? (r.error || "").slice(0, 160) : "";
-    const lineage = [];
-    if (r.parent_id) lineage.push("retry/resume of ", h("a", { href: `/runs/${r.parent_id}` }, `run ${r.parent_id}`), " ");
-    if (r.replaced_by) lineage.push("replaced by ", h("a", { href: `/runs/${r.replaced_by}` }, `run ${r.replaced_by}`), " (not counted) ");
-    return [...lineage, why];
-  }
-
-  async function drawPlot() {
-    const s = sweep;
-    const rows = s.leaderboard.filter((r) => r.mean !== null);
-    if (!rows.length) {
-      clear(plot, h("p.muted", `No configuration has a finite ${s.metric} yet.`));
-      return;
-    }
-    let Plotly;
-    try {
-      Plotly = await ensurePlotly();
-    } catch (e) {
-      clear(plot, h("p.muted", errorText(e)));
-      return;
-    }
-    const dims = (s.varied || []).map((v) => dimension(v, rows.map((r) => r.params[v])));
-    const metric = rows.map((r) => r.mean);
-    dims.push({ label: `${s.metric} (mean)`, values: metric });
-    plot.replaceChildren();
-    await Plotly.react(plot, [{
-      type: "parcoords",
-      line: { color: metric, colorscale: "Viridis", reversescale: s.mode === "min", showscale: true },
-      dimensions: dims,
-    }], { margin: { l: 60, r: 60, t: 40, b: 20 }, height: 320, paper_bgcolor: "rgba(0,0,0,0)" }, PLOT_CONFIG);
-  }
-
-  await load();
-  const reload = debounce(load, 500);
-  subscribe("/events", { status: (d) => (!d || !d.run_id || sweep?.runs.some((r) => r.id === d.run_id) ? reload() : null) });
-}
-
-// Numbers stay numbers (log axis is not available in parcoords, so lr shows as its value); anything else
-// (true/false, strings) becomes categories.
-function dimension(label, values) {
-  if (values.every((v) => typeof v === "number")) return { label, values };
-  const cats = [...new Set(values.map(String))];
-  return { label, values: values.map((v) => cats.indexOf(String(v))), tickvals: cats.map((_, i) => i), ticktext: cats };
-}
-
-function fmtParam(v) {
-  return typeof v === "number" ? fmtNum(v) : String(v);
-}
-
-// The run page's lineage line: sweep, configuration, early stop and where a promoted run came from.
-export function lineageBox(run) {
-  if (!run || (!run.sweep_id && !run.group_id && !run.lineage?.sweep_id)) return null;
-  const lin = run.lineage || {};
-  return h("div.card#run-lineage", h("dl.kv",
-    run.sweep_id ? [h("dt", "Sweep"), h("dd", h("a", { href: `/sweeps/${run.sweep_id}` }, `sweep ${run.sweep_id}`),
-      ` · configuration ${run.sweep_config}`)] : null,
-    run.group_id ? [h("dt", "Seed group"), h("dd.small", run.group_id)] : null,
-    lin.sweep_id ? [h("dt", "Promoted from"), h("dd", h("a", { href: `/sweeps/${lin.sweep_id}` }, `sweep ${lin.sweep_id}`),
-      ` configuration ${lin.config} (rank ${lin.rank}, mean ${fmtNum(lin.mean)}), runs `,
-      (lin.runs || []).map((r, i) => [i ? ", " : "", h("a", { href: `/runs/${r}` }, String(r))]))] : null,
-    run.stop_reason ? [h("dt", "Stopped early"), h("dd#stop-reason", run.stop_reason)] : null));
 }

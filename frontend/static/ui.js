@@ -111,10 +111,7 @@ export function runDuration(run) {
 }
 
 export function envName(run) {
-  const c = run.config || {};
-  const d = run.domain ?? c.domain;
-  const t = run.task ?? c.task;
-  return d ? `${d}-${t}` : "—";
+  return `${run.domain}-${run.task}`;
 }
 
 let toastTimer = null;

@@ -106,7 +106,7 @@ def test_train_run_through_the_queue_survives_an_api_restart(live):
     ckpts = client.artifacts(rid, kind="checkpoint")
     assert "last" in {m.get("tag") for m in ckpts["meta"]}
     evals = client.history(rid, "eval")
-    assert len(evals) == 6 and len(evals[0]["payload"]["rollout_mse"]) == len(evals[0]["payload"]["horizon"])
+    assert len(evals) == 6 and len(evals["rollout_mse"].iloc[0]) == len(evals["horizon"].iloc[0])
 
     _wait(
         lambda: sse.of(rid, "status") and sse.of(rid, "status")[-1]["status"] == "succeeded", 20, "SSE status"
