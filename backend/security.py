@@ -71,6 +71,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def allowed_hosts(settings: Settings) -> list[str]:
     return [*DEFAULT_HOSTS, *settings.extra_hosts]
 
@@ -80,7 +88,7 @@ def host_allowed(host: str, settings: Settings, server_ip: str | None = None) ->
     (`*.example.org` for subdomains, `*` for any: only behind a proxy that checks Host itself)."""
     if not host:
         return False
-    if is_loopback(host) or (server_ip is not None and host == server_ip.lower()):
+    if is_loopback(host) or (server_ip is not None and host == server_ip.lower() and _is_ip(host)):
         return True
     for name in settings.extra_hosts:
         if name == "*" or host == name or (name.startswith("*.") and host.endswith(name[1:])):
