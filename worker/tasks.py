@@ -190,6 +190,8 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
         except ApiError as exc:  # 409: the run was declared lost meanwhile; the API keeps that
             print(f"run {run_id}: finish refused ({exc})", flush=True)
         api.close()
+        if unsent:  # keep trying in the background too, not only at the next start
+            threading.Thread(target=_resend_left_overs, args=(settings,), daemon=True).start()
     return status
 
 
