@@ -143,15 +143,20 @@ class Trainer:
 
     @torch.no_grad()
     def val_loss(self, batches) -> float | None:
-        """Mean loss (full beta) over held-out batches; None when there are none."""
+        """Mean loss (full beta) over held-out batches; None when there are none. The mean of each loss term is
+        left in `self.val_terms` (logged as val/loss/<term>)."""
         self.model.eval()
         total, count = 0.0, 0
+        self.val_terms = {k: 0.0 for k in LOSS_TERMS}
         for frames, actions in batches:
             with self.autocast():
-                loss, _, _ = self.model(
+                loss, terms, _ = self.model(
                     frames, actions, beta=self.cfg.kl_beta, context_weight=self.cfg.context_pred_weight
                 )
             total += float(loss) * len(frames)
             count += len(frames)
+            for k in LOSS_TERMS:
+                self.val_terms[k] += float(terms[k]) * len(frames)
         self.model.train()
+        self.val_terms = {k: v / count for k, v in self.val_terms.items()} if count else {}
         return total / count if count else None
