@@ -110,6 +110,13 @@ class Backlog:
                 if retryable(exc.status):
                     self.last_error = str(exc)
                     return False
+                if _points(req) > 1:  # find the refused points by halving; the good ones still go
+                    pts = req["json"]["points"]
+                    half = len(pts) // 2
+                    self.items[0:1] = [{**req, "json": {"points": p}} for p in (pts[:half], pts[half:])]
+                    if self.in_file:  # the file holds the whole batch as one line: rewrite it
+                        self.in_file, self.stale = self.in_file + 1, True
+                    continue
                 self._drop(req, str(exc))
             except Refused as exc:
                 self._drop(req, str(exc))
