@@ -15,8 +15,8 @@ import torch
 
 from aime_core import checkpoint as ckpt
 from aime_core.config import TrainConfig, from_dict
-from aime_core.data import DataError, EpisodeStore, read_info, split_episodes
-from aime_core.evaluate import evaluate
+from aime_core.data import DataError, EpisodeStore, dataset_split, file_frame_stats, read_info
+from aime_core.evaluate import PROBE_EPISODES, HeldOut
 from aime_core.loaders import ClipFeeder, first_clips
 from aime_core.model.aime import AIME
 from aime_core.train import TrainError, pick_device
@@ -48,7 +48,7 @@ def evaluate_checkpoint(
     *,
     horizon: int = 0,
     context: int = 0,
-    clips: int = 64,
+    clips: int = 0,
     data: str | None = None,
     device: str = "auto",
     sample: bool = False,
@@ -56,8 +56,10 @@ def evaluate_checkpoint(
     video: str | Path | None = None,
     video_clips: int = 4,
 ) -> dict:
-    """Per-horizon rollout MSE/PSNR against copy-last-frame and reconstruction scores, as `evaluate` returns,
-    plus where the result came from. 0 for `context`/`horizon` means the run's own setting."""
+    """Per-horizon rollout MSE/PSNR against copy-last-frame and the mean training frame (all pixels and moving
+    pixels), the state-space scores when the data has states, and reconstruction scores, as training's
+    evaluation returns them, plus where the result came from. 0 for `context`/`horizon`/`clips` means the
+    run's own setting."""
     dev = pick_device(device)
     model, cfg, where = load_model(path, dev)
     data_path = data or cfg.data_path or ""
@@ -65,12 +67,15 @@ def evaluate_checkpoint(
         raise TrainError(f"dataset {data_path} does not exist (the checkpoint's data path); pass --data PATH")
     k = context or cfg.rollout_context or cfg.video_length // 2
     H = horizon or cfg.eval_horizon or cfg.video_length - k
+    clips = clips or cfg.eval_clips
     if k < 1 or H < 1 or clips < 1:
         raise TrainError(f"context, horizon and clips must be at least 1 (got {k}, {H}, {clips})")
     try:
         info = read_info(data_path)
-        _, val_ids = split_episodes(info["episodes"], cfg.val_fraction, cfg.seed)
-        store = EpisodeStore.load(data_path, val_ids or [0])
+        train_ids, val_ids = dataset_split(info, cfg.val_fraction)
+        store = EpisodeStore.load(data_path, val_ids or train_ids[:1])
+        probe_store = EpisodeStore.load(data_path, train_ids[:PROBE_EPISODES])
+        stats = file_frame_stats(data_path, train_ids)  # one episode in memory at a time
     except DataError as exc:
         raise TrainError(str(exc)) from exc
     shortest = min(len(o) for o in store.observations)
@@ -84,12 +89,13 @@ def evaluate_checkpoint(
             f"{data_path} has {info['action_dim']}-dim actions, the checkpoint's model "
             f"{model.hparams['action_dim']}: a different environment"
         )
-    feeder = ClipFeeder(store, k + H, dev, "always", 0)
+    held_out = HeldOut(probe_store, store, stats, k, H, cfg.video_length, dev)
     dtype = amp_dtype(dev, cfg.amp if amp is None else amp)
     mixed = functools.partial(autocast, dev, dtype)
-    result = evaluate(model, first_clips(feeder, clips, cfg.batch_size), k, sample, mixed)
-    model.eval()  # evaluate() hands the model back in train mode
+    result = held_out.score(model, clips, cfg.batch_size, sample, mixed)
+    model.eval()  # scoring hands the model back in train mode
     if video is not None:
+        feeder = ClipFeeder(store, k + H, dev, "always", 0)
         frames, actions = next(first_clips(feeder, video_clips, video_clips))
         with torch.no_grad(), mixed():
             pred = model.generate(frames[:, :k], actions, k, sample=sample)

@@ -59,10 +59,17 @@ RECOMMENDED_TASKS: tuple[tuple[str, str], ...] = (
     ("humanoid", "walk"),
 )
 
+# Control steps per episode of the dm_control tasks (time limit / control timestep): 1000 for every suite task
+# but lqr's, which has no limit (tests check this against dm_control). Action repeat multiplies the physics steps
+# an episode takes, so max_steps * action_repeat must stay within it.
+DMC_STEP_LIMIT = 1000
+UNLIMITED_DOMAINS = ("lqr",)
+
 TIERS = (1, 2, 3)
 DEFAULT_SEED = 0
 IMG_SIZE_MIN, IMG_SIZE_MAX = 16, 256
 NAN_POLICIES = ("stop", "skip")
+ROLLOUT_LATENTS = ("mean", "mode")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DATA_ON_GPU = ("auto", "always", "never")
 
@@ -100,7 +107,11 @@ class CollectConfig:
     max_steps: int = _f(200, "Environment steps per episode (the episode is cut there).")
     img_size: int = _f(64, "Side of the square rendered frames, in pixels.")
     camera_id: int = _f(0, "MuJoCo camera to render from.")
-    action_repeat: int = _f(1, "Physics control steps per recorded frame (the same action is repeated).")
+    action_repeat: int = _f(
+        1,
+        "Control steps per recorded frame (the same action repeated), so frames move: tier 1 uses 4, tier 2 "
+        "uses 2, tier 3 uses 1. max_steps * action_repeat must stay within the task's 1000-step time limit.",
+    )
     workers: int = _f(0, "Parallel collector processes; 0 means the number of CPU cores.")
     data_path: str | None = _f(None, "Output HDF5 file; default data/{domain}-{task}-tier{N}-seed{S}.hdf5.")
     fast_render: bool = _f(
@@ -125,7 +136,16 @@ class TrainConfig:
         "HDF5 dataset; default data/{domain}-{task}-tier{N}-seed{S}.hdf5, falling back to the seed-0 dataset.",
     )
     synthetic: bool = _f(False, "Train on the procedural bouncing-ball dataset (collected on demand).")
-    val_fraction: float = _f(0.1, "Fraction of episodes held out for validation (split by episode).")
+    action_repeat: int = _f(
+        1,
+        "Action repeat of the dataset collected when it is missing; training reads the value of an existing "
+        "file from its attributes.",
+    )
+    val_fraction: float = _f(
+        0.1,
+        "Fraction of episodes held out for validation (split by episode, fixed by the dataset: the same split "
+        "for every training seed).",
+    )
     # --- model
     video_length: int = _f(10, "Frames per training clip.")
     img_size: int = _f(64, "Side of the square frames the model sees, in pixels.")
@@ -151,6 +171,26 @@ class TrainConfig:
     )
     free_nats: float = _f(
         1.0, "KL free bits: the mean KL(q(z)||prior) per step is not penalised below this many nats."
+    )
+    recon_std: float = _f(
+        1.0,
+        "Std of the Gaussian pixel likelihood (pixels in [0, 1]). Its weight per pixel is 1/(2 std^2): 0.1 made "
+        "the reconstruction 100x the unit-variance decoders of PlaNet/Dreamer and left the KL and the prior no "
+        "say, so z became a per-frame code the prior could not predict.",
+    )
+    overshoot_steps: int = _f(
+        0,
+        "Observation overshooting: from every step of a clip, run the prior and the dynamics open loop for up to "
+        "this many steps and score the decoded frames against the true ones (trains what generation does; 0 "
+        "= off, 1 = one-step prior prediction).",
+    )
+    overshoot_weight: float = _f(
+        1.0, "Weight of the overshooting term relative to the one-step reconstruction term."
+    )
+    rollout_latent: str = _f(
+        "mean",
+        "What the open-loop prior feeds forward in rollouts and overshooting: `mean` (the mixture's mean, "
+        "sum_k pi_k mu_k) or `mode` (the mean of the most probable component).",
     )
     # --- bookkeeping
     save_every: int = _f(10, "Save a numbered checkpoint every N epochs (plus `last` and `best` always).")
@@ -183,7 +223,9 @@ class TrainConfig:
         False,
         "Sample z from the DPGMM prior in eval rollouts (default: mean of the most probable component).",
     )
-    eval_clips: int = _f(64, "Held-out clips scored at each evaluation.")
+    eval_clips: int = _f(
+        256, "Held-out clips scored at each evaluation (all of them when the split has fewer)."
+    )
     video_clips: int = _f(3, "Clips shown in each evaluation video (ground truth | prediction | error).")
     compile: bool = _f(False, "Wrap the model in torch.compile (helps on CUDA; slow to start on CPU).")
     inject_nan_step: int = _f(
@@ -201,6 +243,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         task="swingup",
         num_episodes=50,
         max_steps=200,
+        action_repeat=4,
         img_size=64,
         video_length=10,
         latent_dim=18,
@@ -221,6 +264,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         task="easy",
         num_episodes=200,
         max_steps=500,
+        action_repeat=2,
         img_size=84,
         video_length=20,
         latent_dim=36,
@@ -241,6 +285,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         task="walk",
         num_episodes=1000,
         max_steps=1000,
+        action_repeat=1,
         img_size=84,
         video_length=50,
         latent_dim=36,
@@ -287,6 +332,7 @@ ENV_VARS: dict[str, str] = {
     "AIME_SEED": "seed",
     "AIME_NUM_EPISODES": "num_episodes",
     "AIME_DATA_PATH": "data_path",
+    "AIME_ACTION_REPEAT": "action_repeat",
     "AIME_DEBUG": "debug",
     "WANDB_PROJECT": "wandb_project",
 }
@@ -392,6 +438,9 @@ def resolve(
                 "do not combine it with --domain/--task",
             )
         values["domain"], values["task"] = SYNTHETIC_DOMAIN, SYNTHETIC_TASK
+        # The ball's speed is tuned for one step per frame; the tiers' repeats are chosen for DMC physics.
+        if "action_repeat" in values and "action_repeat" not in overrides and "action_repeat" not in from_env:
+            values["action_repeat"] = 1
     cfg = cls(**values)
     validate(cfg)
     return cfg
@@ -433,6 +482,19 @@ def _positive(cfg: Any, *names: str) -> None:
             raise ConfigError(name, f"must be a positive number, got {getattr(cfg, name)}")
 
 
+def _check_time_limit(cfg: CollectConfig) -> None:
+    """Repeated actions must not run an episode past the task's time limit (the physics would go on unseen)."""
+    if cfg.synthetic or cfg.domain in UNLIMITED_DOMAINS or cfg.action_repeat == 1:
+        return  # repeat 1 keeps the old behaviour: max_steps may exceed the limit (the collector lifts it)
+    if cfg.max_steps * cfg.action_repeat > DMC_STEP_LIMIT:
+        raise ConfigError(
+            "action_repeat",
+            f"{cfg.action_repeat} x max_steps {cfg.max_steps} = {cfg.max_steps * cfg.action_repeat} control steps "
+            f"exceeds the {DMC_STEP_LIMIT}-step time limit of {cfg.domain}-{cfg.task}; allowed: action_repeat <= "
+            f"{max(1, DMC_STEP_LIMIT // cfg.max_steps)} for {cfg.max_steps} steps per episode",
+        )
+
+
 def _check_writable(name: str, path: str) -> None:
     """The parent directory must exist or be creatable, and be writable."""
     parent = Path(path).expanduser().resolve().parent
@@ -462,6 +524,7 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         )
     if isinstance(cfg, CollectConfig):
         _positive(cfg, "num_episodes", "max_steps", "action_repeat")
+        _check_time_limit(cfg)
         if cfg.camera_id < 0:
             raise ConfigError("camera_id", f"must be >= 0, got {cfg.camera_id}")
         if cfg.workers < 0:
@@ -480,6 +543,8 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         "batch_size",
         "lr",
         "gradient_accumulation_steps",
+        "action_repeat",
+        "recon_std",
         "save_every",
         "eval_every",
         "log_every",
@@ -501,11 +566,22 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         "eval_clips",
         "video_clips",
         "inject_nan_step",
+        "overshoot_steps",
+        "overshoot_weight",
     ):
         if getattr(cfg, name) < 0:
             raise ConfigError(name, f"must be >= 0, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.kl_balance <= 1.0:
         raise ConfigError("kl_balance", f"must be between 0 and 1, got {cfg.kl_balance}")
+    if cfg.overshoot_steps >= cfg.video_length:
+        raise ConfigError(
+            "overshoot_steps",
+            f"must be below video_length ({cfg.video_length}): 0 to {cfg.video_length - 1}, got {cfg.overshoot_steps}",
+        )
+    if cfg.rollout_latent not in ROLLOUT_LATENTS:
+        raise ConfigError(
+            "rollout_latent", f"must be one of {', '.join(ROLLOUT_LATENTS)}, got {cfg.rollout_latent!r}"
+        )
     if cfg.nan_policy not in NAN_POLICIES:
         raise ConfigError("nan_policy", f"must be one of {', '.join(NAN_POLICIES)}, got {cfg.nan_policy!r}")
     if cfg.data_on_gpu not in DATA_ON_GPU:
@@ -534,6 +610,7 @@ def collect_config_for(train: TrainConfig) -> CollectConfig:
     """The collection that produces the dataset a training config expects (for error messages and the API)."""
     overrides: dict[str, Any] = {
         "img_size": train.img_size,
+        "action_repeat": train.action_repeat,
         "data_path": train.data_path,
         "synthetic": train.synthetic,
     }
@@ -551,7 +628,10 @@ def collect_command(cfg: CollectConfig) -> str:
         parts.append("--synthetic")
     else:
         parts += [f"--domain {cfg.domain}", f"--task {cfg.task}"]
-    parts += [f"--img-size {cfg.img_size}", f"--out {cfg.data_path}"]
+    parts.append(f"--img-size {cfg.img_size}")
+    if cfg.action_repeat != 1:
+        parts.append(f"--action-repeat {cfg.action_repeat}")
+    parts.append(f"--out {cfg.data_path}")
     return " ".join(parts)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "read_info",
     "format_info",
     "split_episodes",
+    "dataset_split",
     "EpisodeStore",
     "ClipDataset",
     "GpuClipSampler",
@@ -41,15 +42,24 @@ def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[l
     return train, val
 
 
+def dataset_split(info: dict, val_fraction: float) -> tuple[list[int], list[int]]:
+    """The train/validation episodes of a dataset: fixed by the dataset (its own seed), not by the training
+    seed, so every seed of a group is scored on the same held-out episodes."""
+    return split_episodes(int(info["episodes"]), val_fraction, int(info.get("seed", 0)))
+
+
 class EpisodeStore:
     """The chosen episodes of one file, in memory as numpy arrays."""
 
-    def __init__(self, path, episodes, observations, actions, rewards, info):
+    def __init__(self, path, episodes, observations, actions, rewards, info, states=None):
         self.path = str(path)
         self.episodes = list(episodes)
         self.observations: list[np.ndarray] = observations  # uint8 [T,H,W,3] per episode
         self.actions: list[np.ndarray] = actions  # float32 [T,A]
         self.rewards: list[np.ndarray] = rewards  # float32 [T]
+        self.states: list[np.ndarray] | None = (
+            states  # float32 [T,S] per episode, None when the file has none
+        )
         self.info = info
 
     @classmethod
@@ -58,7 +68,7 @@ class EpisodeStore:
         bad = [e for e in episodes if not 0 <= e < info["episodes"]]
         if bad:
             raise DataError(f"{path}: episodes {bad} do not exist (the file has {info['episodes']})")
-        obs, act, rew = [], [], []
+        obs, act, rew, states = [], [], [], []
         with open_checked(path) as f:
             for e in episodes:
                 g = f[f"episode_{e}"]
@@ -66,9 +76,11 @@ class EpisodeStore:
                     obs.append(g["observations"][()])
                     act.append(g["actions"][()])
                     rew.append(g["rewards"][()])
+                    if info["state_dim"]:
+                        states.append(g["states"][()])
                 except OSError as exc:  # a chunk that does not decompress: a damaged file
                     raise DataError(f"{path}: cannot read episode_{e} (damaged data): {exc}") from exc
-        return cls(path, episodes, obs, act, rew, info)
+        return cls(path, episodes, obs, act, rew, info, states if info["state_dim"] else None)
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -76,6 +88,47 @@ class EpisodeStore:
     @property
     def frames(self) -> int:
         return sum(len(o) for o in self.observations)
+
+    def subset(self, n: int) -> EpisodeStore:
+        """The first n episodes (a view of the same arrays)."""
+        pick = slice(0, n)
+        states = self.states[pick] if self.states is not None else None
+        return EpisodeStore(
+            self.path,
+            self.episodes[pick],
+            self.observations[pick],
+            self.actions[pick],
+            self.rewards[pick],
+            self.info,
+            states,
+        )
+
+    def frame_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel mean and std of every frame, float32 [H,W,3] in [0, 1]."""
+        return frame_stats(self.observations)
+
+
+def frame_stats(episodes) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and std over episodes of uint8 frames [T,H,W,3] (any iterable: arrays in memory, or read one
+    by one from a file), accumulated per episode in float64 without a concatenated copy; float32 [H,W,3] each."""
+    total = sq = None
+    n = 0
+    for obs in episodes:
+        x = obs.astype(np.float64) / 255
+        s1, s2 = x.sum(0), (x * x).sum(0)
+        total, sq = (s1, s2) if total is None else (total + s1, sq + s2)
+        n += len(obs)
+    if total is None:
+        raise DataError("no frames to compute pixel statistics from")
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def file_frame_stats(path, episodes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """frame_stats of some episodes of a file, read one episode at a time (memory: one episode)."""
+    with open_checked(path) as f:
+        return frame_stats(f[f"episode_{e}"]["observations"][()] for e in episodes)
 
 
 def dataset_bytes(store: EpisodeStore) -> int:
@@ -146,6 +199,12 @@ class GpuClipSampler:
         self.frames = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).contiguous()  # [N,3,H,W]
         self.actions = torch.from_numpy(np.concatenate(store.actions)).to(self.device)  # [N,A]
         self.starts = torch.tensor([offsets[k] + s for k, s in grid], dtype=torch.long, device=self.device)
+        # Physics states [N,S] aligned with the frames, when the file has them (for state-space scoring).
+        self.states = (
+            torch.from_numpy(np.concatenate(store.states)).to(self.device)
+            if store.states is not None
+            else None
+        )
         self._steps = torch.arange(video_length, device=self.device)  # [T]
 
     def __len__(self) -> int:
@@ -157,8 +216,12 @@ class GpuClipSampler:
         shuffle: bool,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of (frames uint8 [B,T,3,H,W], actions float32 [B,T,A]), all on the device."""
+        with_states: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches of (frames uint8 [B,T,3,H,W], actions float32 [B,T,A]), all on the device; with_states adds
+        the physics states float32 [B,T,S]."""
+        if with_states and self.states is None:
+            raise DataError("this dataset has no physics states (collected before they were stored)")
         n = len(self.starts)
         # The permutation is drawn on the CPU so a CPU generator gives the same order on every device.
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -168,7 +231,10 @@ class GpuClipSampler:
             if drop_last and len(idx) < batch_size:
                 break
             rows = self.starts[idx][:, None] + self._steps[None, :]  # [B,T] global frame indices
-            yield self.frames[rows], self.actions[rows]
+            if with_states:
+                yield self.frames[rows], self.actions[rows], self.states[rows]
+            else:
+                yield self.frames[rows], self.actions[rows]
 
     @staticmethod
     def fits(store: EpisodeStore, device, fraction: float = 0.5) -> bool:

@@ -1,7 +1,8 @@
 """Environments the collector steps: DeepMind Control with headless rendering, or the synthetic ball.
 
 Both expose the same small interface: `action_shape`, `action_minimum`, `action_maximum`,
-`reset(seed) -> frame`, `step(action) -> (frame, reward, last)`, `close()`; frames are uint8 [H,W,3].
+`reset(seed) -> frame`, `step(action) -> (frame, reward, last)`, `state() -> float32 [S]` (the low-dimensional
+physics state after the last step, for scoring predictions in state space), `close()`; frames are uint8 [H,W,3].
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ class DmcEnv:
         # (~1.4x slower at 64 px). Same pixels either way.
         self.camera = Camera(self.physics, height=img_size, width=img_size, camera_id=camera_id)
 
+    def state(self) -> np.ndarray:
+        """The physics state (qpos, qvel, actuator activations) as float32 [S]."""
+        return np.asarray(self.physics.get_state(), dtype=np.float32)
+
     def render(self) -> np.ndarray:
         # Copy: the Camera returns a view of its own buffer, which the next render overwrites.
         return self.camera.render(render_flag_overrides=self.flags).copy()  # uint8 [H,W,3]
@@ -147,6 +152,10 @@ class SyntheticEnv:
             reward += r
         return frame, reward, False
 
+    def state(self) -> np.ndarray:
+        """Ball position and velocity (box units) as float32 [4]."""
+        return np.concatenate([self.ball.pos, self.ball.vel]).astype(np.float32)
+
     def close(self) -> None:
         self.ball.close()
 
@@ -169,6 +178,7 @@ def run_episode(env, index: int, seed: int, max_steps: int, abandon=None) -> Epi
     observations = np.empty((max_steps, H, W, 3), dtype=np.uint8)
     actions = np.empty((max_steps, len(env.action_minimum)), dtype=np.float32)
     rewards = np.empty(max_steps, dtype=np.float32)
+    states = np.empty((max_steps, len(env.state())), dtype=np.float32)
     T = max_steps
     for t in range(max_steps):
         if abandon is not None and abandon():
@@ -176,8 +186,8 @@ def run_episode(env, index: int, seed: int, max_steps: int, abandon=None) -> Epi
         action = rng.uniform(env.action_minimum, env.action_maximum).astype(np.float32)
         frame, reward, last = env.step(action)
         # Aligned: observations[t] is the frame after actions[t], rewards[t] that step's reward.
-        observations[t], actions[t], rewards[t] = frame, action, reward
+        observations[t], actions[t], rewards[t], states[t] = frame, action, reward, env.state()
         if last:
             T = t + 1
             break
-    return Episode(index, seed, first, observations[:T], actions[:T], rewards[:T])
+    return Episode(index, seed, first, observations[:T], actions[:T], rewards[:T], states[:T])

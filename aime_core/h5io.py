@@ -10,6 +10,7 @@ Layout of one file:
                  rewards           float32 [T]       reward of the step that applied actions[t]
                  dones             bool    [T]       true at the last step only
                  first_observation uint8   [H,W,3]   frame rendered at reset, before the first action
+                 states            float32 [T,S]     physics state after actions[t] (format 2; absent in 1)
                  attrs: length, seed, complete (written last: a group without it is an unfinished episode)
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added episode_{i}/states; version-1 files still read (without states)
 COLLECTOR_VERSION = "aime-collect 1.0"
 
 REQUIRED_ATTRS = (
@@ -83,6 +84,7 @@ class Episode:
     observations: np.ndarray  # uint8 [T,H,W,3]
     actions: np.ndarray  # float32 [T,A]
     rewards: np.ndarray  # float32 [T]
+    states: np.ndarray | None = None  # float32 [T,S], the physics state after each step
 
     @property
     def length(self) -> int:
@@ -139,6 +141,9 @@ def write_episode(f: h5py.File, ep: Episode, compression: str = "lzf") -> None:
     dones[-1] = True
     g.create_dataset("dones", data=dones)
     g.create_dataset("first_observation", data=ep.first_observation)
+    if ep.states is not None:
+        assert ep.states.shape[0] == T, (ep.states.shape, T)
+        g.create_dataset("states", data=ep.states.astype(np.float32))
     g.attrs["length"] = T
     g.attrs["seed"] = ep.seed
     g.attrs["complete"] = True
@@ -189,15 +194,15 @@ def read_info(path: str | Path) -> dict[str, Any]:
                 "(collect one with `aime collect`)"
             )
         info = {k: _py(v) for k, v in f.attrs.items()}
-        if info["format_version"] != FORMAT_VERSION:
+        if info["format_version"] not in (1, FORMAT_VERSION):
             raise DataError(
-                f"{path}: format_version {info['format_version']} is not supported (expected {FORMAT_VERSION})"
+                f"{path}: format_version {info['format_version']} is not supported (expected 1 or {FORMAT_VERSION})"
             )
         n, size = int(info["num_episodes"]), int(info["img_size"])
         action_dim = int(np.prod(info["action_shape"]))
         if n <= 0:
             raise DataError(f"{path}: the file holds no episodes (num_episodes={n})")
-        lengths = []
+        lengths, state_dims = [], set()
         for i in range(n):
             name = episode_name(i)
             if name not in f or not isinstance(f[name], h5py.Group):
@@ -216,6 +221,15 @@ def read_info(path: str | Path) -> dict[str, Any]:
                         f"{path}: {name}/{ds} is {g[ds].dtype} {g[ds].shape}, expected "
                         f"{np.dtype(dtype)} {expect}"
                     )
+            if "states" in g:
+                st = g["states"]
+                if st.dtype != np.float32 or st.ndim != 2 or st.shape[0] != T:
+                    raise DataError(
+                        f"{path}: {name}/states is {st.dtype} {st.shape}, expected float32 [{T}, S]"
+                    )
+                state_dims.add(int(st.shape[1]))
+            else:
+                state_dims.add(0)
             lengths.append(int(T))
     if sum(lengths) != int(info["frames"]):
         raise DataError(
@@ -230,6 +244,8 @@ def read_info(path: str | Path) -> dict[str, Any]:
         bytes=path.stat().st_size,
         raw_bytes=sum(lengths) * size * size * 3,
         episode_lengths=lengths,
+        # Size S of the per-frame physics state, 0 when the file has none (format 1, or not in every episode).
+        state_dim=0 if 0 in state_dims or len(state_dims) != 1 else state_dims.pop(),
     )
     return info
 
@@ -263,6 +279,9 @@ def format_info(info: dict[str, Any]) -> str:
         + (f", {info['render_backend']}" if info.get("render_backend") not in (None, "", "none") else ""),
         f"actions      dim {info['action_dim']}  in [{', '.join(f'{v:g}' for v in info['action_minimum'])}]"
         f" .. [{', '.join(f'{v:g}' for v in info['action_maximum'])}], action_repeat {info['action_repeat']}",
+        f"states       {info['state_dim']}-dim physics state per frame"
+        if info.get("state_dim")
+        else "states       none (recollect to score predictions in state space)",
         f"size         {_human_bytes(info['bytes'])} on disk, {_human_bytes(info['raw_bytes'])} of frames "
         f"uncompressed ({info.get('compression', '?')})",
         f"created      {info['created_at']} by {info['collector_version']} (format {info['format_version']})",

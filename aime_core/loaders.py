@@ -12,7 +12,16 @@ from aime_core.data import ClipDataset, EpisodeStore, GpuClipSampler
 class ClipFeeder:
     """Deterministic batches for one epoch: the order depends only on (seed, epoch), so resume can replay it."""
 
-    def __init__(self, store: EpisodeStore, video_length: int, device: torch.device, mode: str, workers: int):
+    def __init__(
+        self,
+        store: EpisodeStore,
+        video_length: int,
+        device: torch.device,
+        mode: str,
+        workers: int,
+        stride: int | None = None,
+    ):
+        """stride: frames between clip starts (default video_length: disjoint clips; 1: every position)."""
         self.device = device
         on_device = mode == "always" or (
             mode == "auto" and (device.type == "cpu" or GpuClipSampler.fits(store, device))
@@ -20,23 +29,31 @@ class ClipFeeder:
         # On the CPU the frames are in RAM either way: cutting clips by index beats DataLoader workers.
         self.kind = "device" if on_device else "dataloader"
         if on_device:
-            self.sampler = GpuClipSampler(store, video_length, device)
+            self.sampler = GpuClipSampler(store, video_length, device, stride)
             self.num_clips = len(self.sampler)
         else:
-            self.dataset = ClipDataset(store, video_length)
+            self.dataset = ClipDataset(store, video_length, stride)
             self.workers = workers
             self.num_clips = len(self.dataset)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return max(1, self.num_clips // batch_size)
 
-    def batches(self, batch_size: int, seed: int, epoch: int, shuffle=True, drop_last=True) -> Iterator:
-        """(frames uint8 [B,T,3,H,W], actions [B,T,A]) on the device; full batches only with drop_last."""
+    @property
+    def has_states(self) -> bool:
+        return self.kind == "device" and self.sampler.states is not None
+
+    def batches(
+        self, batch_size: int, seed: int, epoch: int, shuffle=True, drop_last=True, with_states=False
+    ) -> Iterator:
+        """(frames uint8 [B,T,3,H,W], actions [B,T,A]) on the device; full batches only with drop_last.
+        with_states (device-held data only) adds the physics states [B,T,S]."""
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         drop_last = drop_last and self.num_clips >= batch_size
         if self.kind == "device":
-            yield from self.sampler.batches(batch_size, shuffle, generator=gen, drop_last=drop_last)
+            yield from self.sampler.batches(batch_size, shuffle, gen, drop_last, with_states)
             return
+        assert not with_states, "states are only served from device-held data"
         # The same permutation as the device path (and the same on resume): an explicit index order.
         n = len(self.dataset)
         order = (torch.randperm(n, generator=gen) if shuffle else torch.arange(n)).tolist()
@@ -53,12 +70,15 @@ class ClipFeeder:
             yield frames.to(self.device, non_blocking=True), actions.to(self.device, non_blocking=True)
 
 
-def first_clips(feeder: ClipFeeder, n: int, batch_size: int) -> Iterator:
+def first_clips(feeder: ClipFeeder, n: int, batch_size: int, with_states: bool = False) -> Iterator:
     """Batches covering at most n clips, drawn across episodes, the same clips at every evaluation."""
     seen = 0
-    for frames, actions in feeder.batches(batch_size, seed=7, epoch=0, shuffle=True, drop_last=False):
-        take = min(len(frames), n - seen)
+    batches = feeder.batches(
+        batch_size, seed=7, epoch=0, shuffle=True, drop_last=False, with_states=with_states
+    )
+    for batch in batches:
+        take = min(len(batch[0]), n - seen)
         if take <= 0:
             return
-        yield frames[:take], actions[:take]
+        yield tuple(t[:take] for t in batch)
         seen += take

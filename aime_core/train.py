@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from aime_core import checkpoint as ckpt
 from aime_core.config import TrainConfig, collect_command, collect_config_for, run_name, to_dict
-from aime_core.data import DataError, EpisodeStore, read_info, split_episodes
-from aime_core.evaluate import eval_metrics, evaluate
+from aime_core.data import DataError, EpisodeStore, dataset_split, read_info
+from aime_core.evaluate import HeldOut, eval_metrics
 from aime_core.loaders import ClipFeeder, first_clips
 from aime_core.model import AIME
 from aime_core.nan_guard import NonFinite, dump
@@ -158,7 +158,7 @@ class _Run:
         self.device = pick_device(cfg.device)
         info = ensure_data(cfg, self.sinks)
         ckpt.seed_everything(cfg.seed)
-        train_ids, val_ids = split_episodes(info["episodes"], cfg.val_fraction, cfg.seed)
+        train_ids, val_ids = dataset_split(info, cfg.val_fraction)
         train_store = EpisodeStore.load(cfg.data_path, train_ids)
         val_store = EpisodeStore.load(cfg.data_path, val_ids or train_ids[:1])
         try:
@@ -181,11 +181,10 @@ class _Run:
                 f"eval_horizon {horizon} after {k} observed frames needs clips of {k + horizon} frames, but the "
                 f"shortest held-out episode has {shortest}; allowed: eval_horizon <= {shortest - k}"
             )
-        # Scored clips are k + horizon frames long: the validation clips unless the horizon reaches past them.
-        self.eval_data = (
-            self.val_data
-            if k + horizon == cfg.video_length
-            else ClipFeeder(val_store, k + horizon, self.device, "always", 0)
+        # Scored clips: k + horizon frames from every start frame (256 clips also in a small split).
+        mean, std = train_store.frame_stats()
+        self.held_out = HeldOut(
+            train_store, val_store, (mean, std), k, horizon, cfg.video_length, self.device
         )
         # Video clips run to twice the training length (or the eval horizon) where the episodes allow.
         self.video_len = min(max(2 * cfg.video_length, k + horizon), shortest)
@@ -195,10 +194,17 @@ class _Run:
         if cfg.resume:
             self.resume(cfg.resume)
         else:
-            frames = np.concatenate(train_store.observations)  # [N,H,W,3] uint8
-            mean = frames.mean(0, dtype=np.float64) / 255
-            std = frames.std(0, dtype=np.float64) / 255
-            model.set_pixel_stats(*(torch.from_numpy(v).float().permute(2, 0, 1) for v in (mean, std)))
+            model.set_pixel_stats(*(torch.from_numpy(v).permute(2, 0, 1) for v in (mean, std)))
+        repeat = int(info.get("action_repeat", 1))
+        if repeat != cfg.action_repeat:
+            self.sinks.event(
+                "log",
+                {
+                    "level": "warning",
+                    "message": f"{cfg.data_path} was collected with action_repeat {repeat} (the config says "
+                    f"{cfg.action_repeat}); training on the file as it is",
+                },
+            )
         (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         self.sinks.event("status", {"status": "running", "message": f"training on {self.device}"})
         self.sinks.event(
@@ -207,7 +213,8 @@ class _Run:
                 "level": "info",
                 "message": f"{run_name(cfg)}: {sum(p.numel() for p in model.parameters()):,} parameters, "
                 f"{self.train_data.num_clips} train clips ({self.train_data.kind}), {self.val_data.num_clips} "
-                f"val clips, device {self.device}, amp {self.trainer.dtype}",
+                f"val clips, device {self.device}, amp {self.trainer.dtype}, action_repeat {repeat}, "
+                f"states {'yes' if info.get('state_dim') else 'no'}",
             },
         )
 
@@ -217,7 +224,11 @@ class _Run:
         except (FileNotFoundError, ckpt.CheckpointError) as exc:
             raise TrainError(f"--resume: {exc}") from exc
         want, have = self.trainer.raw_model.hparams, state.get("model_hparams", {})
-        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        # A field added to the model since the checkpoint was written counts at its default.
+        defaults = {k: p.default for k, p in inspect.signature(AIME.__init__).parameters.items()}
+        diff = {
+            k: (have.get(k, defaults.get(k)), v) for k, v in want.items() if have.get(k, defaults.get(k)) != v
+        }
         if diff:
             text = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
             raise TrainError(f"--resume {path}: the model differs from the checkpoint ({text})")
@@ -315,8 +326,9 @@ class _Run:
 
     def run_eval(self) -> dict:
         cfg, t = self.cfg, self.trainer
-        clips = first_clips(self.eval_data, cfg.eval_clips, cfg.batch_size)
-        result = evaluate(t.raw_model, clips, self.context_frames, cfg.rollout_sample, t.autocast)
+        result = self.held_out.score(
+            t.raw_model, cfg.eval_clips, cfg.batch_size, cfg.rollout_sample, t.autocast
+        )
         video = None
         if cfg.video_clips > 0:
             frames, actions = next(first_clips(self.video_data, cfg.video_clips, cfg.video_clips))

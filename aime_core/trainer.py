@@ -88,6 +88,7 @@ class Trainer:
                     context_weight=self.cfg.context_pred_weight,
                     free_nats=self.cfg.free_nats,
                     kl_balance=self.cfg.kl_balance,
+                    overshoot_weight=self.cfg.overshoot_weight,
                     inject_nan=inject_nan if i == 0 else None,
                 )
             # Backward even when a term is NaN: the report names the modules whose gradients it poisons.
@@ -151,7 +152,13 @@ class Trainer:
         for frames, actions in batches:
             with self.autocast():
                 loss, terms, _ = self.model(
-                    frames, actions, beta=self.cfg.kl_beta, context_weight=self.cfg.context_pred_weight
+                    frames,
+                    actions,
+                    beta=self.cfg.kl_beta,
+                    context_weight=self.cfg.context_pred_weight,
+                    free_nats=self.cfg.free_nats,
+                    kl_balance=self.cfg.kl_balance,
+                    overshoot_weight=self.cfg.overshoot_weight,
                 )
             total += float(loss) * len(frames)
             count += len(frames)

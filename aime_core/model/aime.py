@@ -16,7 +16,7 @@ from aime_core.model.core import Decoder, Dynamics, Posterior
 from aime_core.model.dpgmm import DPGMMPrior, mixture_diagnostics
 from aime_core.model.encoder import FrameEncoder
 
-LOSS_TERMS = ("recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred")
+LOSS_TERMS = ("recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred", "overshoot")
 MODULES = ("encoder", "context", "posterior", "prior", "dynamics", "decoder")
 
 
@@ -39,7 +39,9 @@ class AIME(nn.Module):
         temporal_downsample: bool = False,
         perceiver_latents: int = 8,
         perceiver_heads: int = 4,
-        recon_std: float = 0.1,
+        recon_std: float = 1.0,
+        overshoot_steps: int = 0,
+        rollout_latent: str = "mode",
     ):
         super().__init__()
         if context_dim % perceiver_heads:
@@ -49,6 +51,10 @@ class AIME(nn.Module):
         self.hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.latent_dim, self.hidden_dim, self.context_dim = latent_dim, hidden_dim, context_dim
         self.recon_scale = 0.5 / recon_std**2  # Gaussian likelihood with a fixed std per pixel
+        self.overshoot_steps = overshoot_steps
+        self.rollout_latent = (
+            rollout_latent  # what open loop feeds forward: "mean" of the mixture or its "mode"
+        )
         self.stochastic = True  # False: posterior means and median sticks (deterministic, used by tests)
         self.encoder = FrameEncoder(img_size, hidden_dim, hidden_dim, use_3d_conv)
         self.context = CausalPerceiver(
@@ -77,6 +83,9 @@ class AIME(nn.Module):
             temporal_downsample=cfg.temporal_downsample,
             perceiver_latents=cfg.perceiver_latents,
             perceiver_heads=cfg.perceiver_heads,
+            recon_std=cfg.recon_std,
+            overshoot_steps=cfg.overshoot_steps,
+            rollout_latent=cfg.rollout_latent,
         )
 
     # ------------------------------------------------------------------------------------------------------
@@ -87,14 +96,15 @@ class AIME(nn.Module):
             h = emb.new_zeros(B, self.hidden_dim, dtype=torch.float32)
             state = (h, h.clone(), h.new_zeros(B, self.latent_dim), h.new_zeros(B, self.context_dim))
         h, cell, z, c_hat = state
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("h", "z", "mu", "std", "c_prev", "c_hat")}
+        keys = ("h", "cell", "z", "mu", "std", "c_prev", "c_hat")
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         for t in range(T):
             out["c_prev"].append(c_hat)
             h, cell = self.dynamics.step(z, c_hat, actions[:, t], (h, cell))
             mu, std = self.posterior(emb[:, t], h, ctx[:, t])
             z = mu + std * torch.randn_like(std) if sample else mu
             c_hat = self.dynamics.predict_context(h, z)
-            for k, v in (("h", h), ("z", z), ("mu", mu), ("std", std), ("c_hat", c_hat)):
+            for k, v in (("h", h), ("cell", cell), ("z", z), ("mu", mu), ("std", std), ("c_hat", c_hat)):
                 out[k].append(v)
         return {k: torch.stack(v, 1) for k, v in out.items()}, (h, cell, z, c_hat)
 
@@ -107,6 +117,7 @@ class AIME(nn.Module):
         free_nats: float = 0.0,
         inject_nan: str | None = None,
         kl_balance: float = 0.5,
+        overshoot_weight: float = 1.0,
     ):
         """Loss terms per frame (mean over batch and time) and the total. Returns (loss, terms, log_pi)."""
         x = as_float(frames)
@@ -134,6 +145,9 @@ class AIME(nn.Module):
             "kl_sticks": kl_sticks.mean(),
             "kl_alpha": kl_alpha,
             "context_pred": ((obs["c_hat"].float() - ctx.detach().float()) ** 2).sum(-1).mean(),
+            "overshoot": self.overshoot(obs, actions, x, self.overshoot_steps)
+            if self.overshoot_steps
+            else x.new_zeros(()),
         }
         if inject_nan is not None:  # test hook: the term goes NaN (keeping the graph, so its grads go NaN)
             if inject_nan not in terms:
@@ -143,7 +157,50 @@ class AIME(nn.Module):
         kl_z_loss = kl_z_loss.mean() * (float("nan") if inject_nan == "kl_z" else 1.0)
         kl = kl_z_loss.clamp(min=free_nats) + terms["kl_sticks"] + terms["kl_alpha"]
         loss = terms["recon"] + beta * kl + context_weight * terms["context_pred"]
+        loss = loss + overshoot_weight * terms["overshoot"]
         return loss, terms, log_pi
+
+    def prior_latent(self, h, c_prev, sample: bool = False) -> torch.Tensor:
+        """z_t from the DPGMM prior p(z | h_t, c_{t-1}): a sample, or (deterministic) the mixture's mean or mode.
+
+        The mean sum_k pi_k mu_k (sticks at their medians) is differentiable in every component, so training
+        through it (overshooting) teaches the prior what open loop needs; the mode picks one component's mean.
+        """
+        p = self.prior(torch.cat([h, c_prev.to(h.dtype)], -1))
+        log_pi = self.prior.log_weights(p, sample)
+        if sample or self.rollout_latent == "mode":
+            return self.prior.sample(p, log_pi, sample)
+        return (log_pi.exp().unsqueeze(-1) * p["mu"]).sum(-2)
+
+    def overshoot(self, obs: dict, actions, x, steps: int) -> torch.Tensor:
+        """Observation overshooting (PlaNet's latent overshooting, scored on frames): from the filtered state
+        after every frame t, run the dynamics and the prior open loop for d = 1..steps and decode; the term is
+        the reconstruction loss of frame t+d, averaged over every (t, d) pair inside the clip.
+
+        steps = 1 is the one-step prior prediction decode(prior(h_{t+1}), h_{t+1}) with the teacher-forced h.
+        """
+        T = x.shape[1]
+        steps = min(steps, T - 1)
+        # Open-loop states for all start frames at once: [B, T-d] shrinks by one start per step.
+        h, cell, z, c_hat = obs["h"], obs["cell"], obs["z"], obs["c_hat"]
+        total, count = x.new_zeros(()), 0
+        for d in range(1, steps + 1):
+            n = T - d  # starts t = 0..T-1-d have a target t+d inside the clip
+            h, cell = self.dynamics.step(
+                z[:, :n].flatten(0, 1),
+                c_hat[:, :n].flatten(0, 1),
+                actions[:, d:].flatten(0, 1),
+                (h[:, :n].flatten(0, 1), cell[:, :n].flatten(0, 1)),
+            )
+            z = self.prior_latent(h, c_hat[:, :n].flatten(0, 1), sample=False)
+            c_hat = self.dynamics.predict_context(h, z)
+            pred = self.decoder(z, h).float()  # [B*n,3,H,W]
+            err = ((pred - x[:, d:].flatten(0, 1)) ** 2).sum((-3, -2, -1))  # [B*n]
+            total = total + err.sum()
+            count += err.numel()
+            B = x.shape[0]
+            h, cell, z, c_hat = (v.view(B, n, -1) for v in (h, cell, z, c_hat))
+        return self.recon_scale * total / count
 
     @torch.no_grad()
     def set_pixel_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -158,26 +215,33 @@ class AIME(nn.Module):
 
     # ------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, frames, actions, context_frames: int, sample: bool = False) -> torch.Tensor:
-        """Observe `context_frames` frames, then run open loop with `actions` -> frames [B,T_a,3,H,W] in [0,1].
+    def rollout(self, frames, actions, context_frames: int, sample: bool = False) -> dict[str, torch.Tensor]:
+        """Observe `context_frames` frames, then run open loop with `actions`.
 
-        The first k outputs are reconstructions (posterior means); after that z_t comes from the DPGMM prior
-        (sampled, or the mean of the most probable component) and the dynamics use their own context c^,
-        exactly as in training. actions may run past the training clip length.
+        Returns frames [B,T_a,3,H,W] in [0,1] and the features (h, z) [B,T_a,*] behind them. The first k outputs
+        are reconstructions (posterior means); after that z_t comes from the DPGMM prior (sampled, or its mean
+        or mode as `rollout_latent` says) and the dynamics use their own context c^, exactly as in training.
+        actions may run past the training clip length.
         """
         k, T = context_frames, actions.shape[1]
         assert 1 <= k <= T and frames.shape[1] >= k, (k, T, frames.shape)
         x = as_float(frames[:, :k])
         tokens, emb = self.encoder(x, self.decoder.mean_image.detach())
         obs, (h, cell, z, c_hat) = self.observe(emb, self.context(tokens), actions[:, :k], sample=False)
-        preds = [self.decoder(obs["z"], obs["h"]).float()]
+        preds, hs, zs = [self.decoder(obs["z"], obs["h"]).float()], [obs["h"]], [obs["z"]]
         for t in range(k, T):
             h, cell = self.dynamics.step(z, c_hat, actions[:, t], (h, cell))
-            p = self.prior(torch.cat([h, c_hat.to(h.dtype)], -1))
-            z = self.prior.sample(p, self.prior.log_weights(p, sample), sample)
+            z = self.prior_latent(h, c_hat, sample)
             c_hat = self.dynamics.predict_context(h, z)
             preds.append(self.decoder(z, h).float().unsqueeze(1))
-        return torch.cat(preds, 1).clamp(0.0, 1.0)
+            hs.append(h.unsqueeze(1))
+            zs.append(z.unsqueeze(1))
+        return {"frames": torch.cat(preds, 1).clamp(0.0, 1.0), "h": torch.cat(hs, 1), "z": torch.cat(zs, 1)}
+
+    @torch.no_grad()
+    def generate(self, frames, actions, context_frames: int, sample: bool = False) -> torch.Tensor:
+        """Frames [B,T_a,3,H,W] in [0,1] of `rollout`: k observed (reconstructed), then open loop."""
+        return self.rollout(frames, actions, context_frames, sample)["frames"]
 
     @torch.no_grad()
     def reconstruct(self, frames, actions) -> torch.Tensor:

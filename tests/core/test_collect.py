@@ -56,7 +56,7 @@ def test_cartpole_layout_dtypes_and_dones(cartpole_dataset):
             24,
             1,
             12,
-            1,
+            4,  # the tier-1 preset's action repeat: frames that move
         )
         assert (
             list(a["action_shape"]) == [1]
@@ -87,14 +87,20 @@ def test_cartpole_layout_dtypes_and_dones(cartpole_dataset):
 
 def test_observations_align_with_the_action_that_produced_them(cartpole_dataset):
     arrays = _arrays(cartpole_dataset)
-    env = DmcEnv("cartpole", "swingup", 32, 0, 1, fast_render=False)
+    with h5py.File(cartpole_dataset) as f:
+        repeat = int(f.attrs["action_repeat"])
+        states = {i: f[f"episode_{i}/states"][()] for i in range(2)}
+    env = DmcEnv("cartpole", "swingup", 32, 0, repeat, fast_render=False)
     assert math.isinf(env.env._step_limit)  # episodes may run past the task's own time limit
     try:
         for i in range(2):
+            assert states[i].dtype == np.float32 and states[i].shape == (12, 4)  # cart/pole qpos + qvel
             assert np.array_equal(env.reset(seed=i), arrays[f"episode_{i}/first_observation"])
             for t in range(12):
                 frame, reward, last = env.step(arrays[f"episode_{i}/actions"][t])
                 assert np.array_equal(frame, arrays[f"episode_{i}/observations"][t]), (i, t)
+                # states[t] is the physics state the frame shows: after actions[t], repeated `repeat` times
+                assert np.array_equal(env.state(), states[i][t]), (i, t)
                 assert reward == pytest.approx(arrays[f"episode_{i}/rewards"][t], rel=1e-6)
                 assert not last
     finally:

@@ -142,5 +142,6 @@ def test_collect_command_reproduces_expected_dataset():
     cmd = c.collect_command(c.collect_config_for(train))
     assert (
         cmd
-        == "aime collect --tier 2 --domain finger --task spin --img-size 84 --out data/finger-spin-tier2-seed0.hdf5"
+        == "aime collect --tier 2 --domain finger --task spin --img-size 84 --action-repeat 2 "
+        "--out data/finger-spin-tier2-seed0.hdf5"
     )

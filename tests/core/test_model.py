@@ -41,7 +41,7 @@ def test_shapes_and_finite_loss(use_3d, down):
     assert tokens.shape == (B, T, 8 * 8, model.encoder.out_channels) and emb.shape == (B, T, 32)
     assert model.context(tokens).shape == (B, T, 16)  # one context per step, also when downsampled
     loss, terms, log_pi = model(frames, actions)
-    assert set(terms) == {"recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred"}
+    assert set(terms) == {"recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred", "overshoot"}
     assert torch.isfinite(loss) and all(torch.isfinite(v) for v in terms.values())
     assert log_pi.shape == (B, T, 3)
     assert torch.allclose(log_pi.exp().sum(-1), torch.ones(B, T), atol=1e-5)
