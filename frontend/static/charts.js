@@ -277,6 +277,12 @@ export class MetricChart {
       uirevision: "keep", // keep the user's zoom across live redraws
     });
     const traces = this.traces();
+    if (this.logY) {
+      // Over two decades or more: a label per power of ten only (else plotly labels the 2s and 5s between them).
+      const ys = traces.filter((t) => t.meta?.key && (t.yaxis ?? "y") === "y").flatMap((t) => t.y)
+        .filter((v) => isFiniteNum(v) && v > 0);
+      if (ys.length && Math.log10(Math.max(...ys) / Math.min(...ys)) >= 2) layout.yaxis.dtick = 1;
+    }
     // A short run: whole steps only (plotly would put ticks at 1.5, 2.5, ...).
     const xs = traces.flatMap((t) => [t.x[0], t.x[t.x.length - 1]]).filter((v) => v != null);
     if (xs.length && Math.max(...xs) - Math.min(...xs) <= 12) layout.xaxis.dtick = 1;

@@ -37,7 +37,7 @@ function card(d) {
       h("span.spacer"),
       h("a.btn.primary.train-on", { href: trainUrl(d) }, "Train on this")),
     h("div.strip-wrap", img),
-    h("div.controls.small", h("label", "episode ", ep, ` of ${d.episodes}`), note,
+    h("div.controls.small", h("label", "episode ", ep, ` (0–${Math.max(0, d.episodes - 1)})`), note,
       h("span.muted", "8 frames evenly spaced over the episode")),
     h("dl.kv.stats",
       h("dt", "Episodes"), h("dd.num", fmtNum(d.episodes)),

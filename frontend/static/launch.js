@@ -324,7 +324,7 @@ export async function mount(root, { query }) {
     }
     clear(estimateView, h("b", `Estimated ≈ ${fmtDuration(total)} on this machine`),
       h("span.small.muted", ` (${parts.join(", ")}${cfgs.length > 1 ? `, × ${cfgs.length} runs one after another on one worker` : ""}; `,
-        `median of ${m.n} finished ${what} run${m.n > 1 ? "s" : ""} on ${m.hw})`));
+        `median of ${m.n} finished run${m.n > 1 ? "s" : ""} like it here: ${what}, on ${m.hw})`));
   }
 
   buildFields();

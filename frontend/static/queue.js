@@ -82,7 +82,7 @@ export async function mount(root) {
         h("thead", h("tr", ["Run", "Kind", "Worker", "GPU", "Progress and time left"].map((t) => h("th", t)))),
         h("tbody", active.map((r) => h("tr", { dataset: { runId: r.run_id } }, h("td", runLink(r)), h("td", r.kind),
           h("td", r.worker_host ?? "—"), h("td", r.worker_gpu ?? "CPU"), progressCell(full.get(r.run_id))))))) : null,
-      h("div.grid2", queues.map((qu) => {
+      h("div.grid3", queues.map((qu) => {
         const waiting = qu.waiting;
         const blocked = qu.waiting_for_data ?? []; // only the train queue has runs waiting for their dataset
         return h("div.card", { dataset: { queue: qu.name } },

@@ -8,7 +8,7 @@ import { ArtifactsPanel, EvalPanel, LogPanel, configTable, loading } from "./run
 import { etaOf, latestLoss, progressOf, progressText } from "./runsummary.js";
 import { clear, debounce, envName, errorText, fmtDuration, fmtNum, fmtTime, h, keepFocus, runDuration, statusBadge, toast } from "./ui.js";
 
-const TERMS = ["recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred"];
+const TERMS = ["recon", "kl_z", "kl_sticks", "kl_alpha", "context_pred", "overshoot"]; // overshoot: newer runs only
 // [id, title, keys, options]
 const CHART_GROUPS = [
   ["losses", "Training loss (total and each term)", ["loss", ...TERMS.map((t) => `loss/${t}`)], { log: true }],

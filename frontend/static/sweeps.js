@@ -1,7 +1,7 @@
 // Sweeps: the list, and a new-sweep builder (base launch, grid rows, seeds, metric, parallel limit) that shows how
 // many runs it creates and keeps the POST /api/sweeps JSON beside it, editable. One sweep's page is sweep.js.
 import { api, subscribe } from "./api.js";
-import { parseSeeds, parseValues } from "./forms.js";
+import { parseNumber, parseSeeds, parseValues } from "./forms.js";
 import { countsText } from "./sweepsummary.js";
 import { clear, debounce, emptyState, errorText, fmtTime, h, statusBadge } from "./ui.js";
 
@@ -11,6 +11,7 @@ export async function mount(root) {
   const body = h("div");
   const tiers = await api("/tiers");
   const fields = tiers.fields.train.map((f) => f.name).filter((n) => !["seed", "kind", "tier"].includes(n)).sort();
+  const typeOf = Object.fromEntries(tiers.fields.train.map((f) => [f.name, f.type]));
 
   // --- the builder
   const tierSel = h("select#sw-tier", [1, 2, 3].map((t) => h("option", { value: t }, `tier ${t}`)));
@@ -76,7 +77,12 @@ export async function mount(root) {
     for (const row of rows.children) {
       const [sel, , vals] = row.children;
       const v = parseValues(vals.value);
-      if (!v.length) problems.push(`${sel.value}: give at least one value`);
+      const numeric = ["int", "float"].includes(typeOf[sel.value]);
+      const bad = numeric ? vals.value.split(",").map((x) => x.trim()).filter(Boolean)
+        .map((x) => parseNumber(x, typeOf[sel.value]).error).filter(Boolean) : [];
+      vals.classList.toggle("invalid", bad.length > 0);
+      if (bad.length) problems.push(`${sel.value}: ${bad.join("; ")}`);
+      else if (!v.length) problems.push(`${sel.value}: give at least one value`);
       else if (grid[sel.value]) problems.push(`${sel.value} is listed twice`);
       else grid[sel.value] = v;
     }

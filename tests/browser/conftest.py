@@ -101,9 +101,9 @@ def stack(tmp_path_factory):
         time.sleep(0.3)
     token = (data_dir / "api_token").read_text().strip()
     s = Stack(url, token, data_dir, proc)
-    # Both workers announce themselves within a few seconds; tests rely on them.
+    # The three workers (collect, synthetic, train) announce themselves within a few seconds; tests rely on them.
     deadline = time.monotonic() + 60
-    while len(s.http.get("/api/queue").json()["workers"]) < 2 and time.monotonic() < deadline:
+    while len(s.http.get("/api/queue").json()["workers"]) < 3 and time.monotonic() < deadline:
         time.sleep(0.3)
     yield s
     proc.send_signal(signal.SIGINT)  # aime up stops the workers, then the API, then Redis
@@ -128,7 +128,9 @@ def browser(stack):
 @pytest.fixture
 def page(browser, stack, request):
     """A 1280 px wide page; a console error, an uncaught exception or a request off this machine fails the test."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.url)
+    # bypass_csp: Playwright's wait_for_function evaluates its string predicates with eval, which the pages' CSP
+    # (script-src 'self') refuses; test_pages_look_right loads every page with the CSP enforced instead.
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.url, bypass_csp=True)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on(

@@ -65,7 +65,7 @@ def test_queue_page_lists_workers_active_job_and_waiting_runs(page, stack, shot)
         rows = page.locator("#workers tbody tr")
         rows.first.wait_for()
         workers = {r.get_attribute("data-worker"): r for r in rows.all()}
-        assert sorted(k.split("-")[0] for k in workers) == ["collect", "train"], list(workers)
+        assert sorted(k.split("-")[0] for k in workers) == ["collect", "synthetic", "train"], list(workers)
         train = next(r for k, r in workers.items() if k.startswith("train"))
         assert "none (CPU)" in train.inner_text() and "ago" in train.inner_text()
         # Live: the train worker picks the first seed while the second waits at position 1 (after the shared
@@ -304,9 +304,30 @@ def test_compare_overlays_two_runs_and_shows_the_diff(page, stack, shot, two_see
 
 def test_datasets_page_lists_the_collected_dataset(page, stack, shot, two_seeds):
     page.goto("/datasets")
-    row = page.locator("#datasets tbody tr").first
-    row.wait_for()
-    assert "synthetic-bouncing_ball" in row.inner_text()
+    card = page.locator("#datasets .dataset").first
+    card.wait_for()
+    assert "synthetic-bouncing_ball" in card.inner_text()
+    # The frame strip is a real image the API drew from the HDF5 file: 8 frames of one episode side by side.
+    page.wait_for_function(
+        "[...document.querySelectorAll('#datasets img.strip')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
+    ds = stack.http.get("/api/datasets").json()[0]
+    size = page.evaluate(
+        "(() => { const i = document.querySelector('#datasets img.strip'); return [i.naturalWidth, i.naturalHeight]; })()"
+    )
+    tile = ds["img_size"] * 2  # 32 px frames are doubled
+    assert size == [8 * (tile + 2) - 2, tile], size
+    text = card.inner_text()
+    assert f"{ds['episodes']}" in text and f"{ds['frames']}" in text and "KB" in text
+    href = card.locator("a.train-on").get_attribute("href")
+    assert href.startswith("/launch?kind=train") and "data_path=" in href and "synthetic=1" in href
+    card.locator("a.train-on").click()
+    page.wait_for_function("document.getElementById('resolved')?.textContent.includes('data_path')")
+    resolved = page.locator("#resolved").inner_text()
+    assert f'"data_path": "{ds["path"]}"' in resolved
+    page.goto("/datasets")
+    page.locator("#datasets .dataset").first.wait_for()
+    page.locator("#conn.ok").wait_for()  # the live indicator: the page follows new datasets
     shot("datasets")
 
 
@@ -328,12 +349,23 @@ def test_runs_rows_update_live_then_cancel_and_resume(page, stack, shot, two_see
     page.wait_for_url(f"**/runs/{run['id']}")
     page.locator("#btn-cancel").click()
     page.locator(".head .badge.st-cancelled").wait_for(timeout=60_000)
-    assert page.locator("#btn-cancel").is_disabled() and page.locator("#btn-resume").is_enabled()
+    page.locator("#btn-resume:enabled").wait_for()  # its cancel checkpoint arrives as an artifact
+    assert page.locator("#btn-cancel").is_disabled()
     shot("run-cancelled")
     page.locator("#btn-resume").click()
     page.wait_for_url(lambda url: not url.endswith(f"/runs/{run['id']}"))
     resumed = stack.run(int(page.url.rsplit("/", 1)[1]))
     assert resumed["parent_id"] == run["id"] and resumed["config"]["resume"]
+    # Lineage both ways: the resumed run names its parent, and the parent its continuation.
+    parent = page.locator("#lineage-parent")
+    parent.wait_for()
+    assert "Resumed from" in page.locator("#run-lineage").inner_text()
+    assert parent.locator(f"a[href='/runs/{run['id']}']").count() == 1
+    page.goto(f"/runs/{run['id']}")
+    children = page.locator("#lineage-children")
+    children.wait_for()
+    assert "resumed as" in children.inner_text()
+    assert children.locator(f"a[href='/runs/{resumed['id']}']").count() == 1
     stack.http.post(f"/api/runs/{resumed['id']}/cancel")  # free the worker
 
 
@@ -343,14 +375,14 @@ def test_chart_helpers_compute_the_right_numbers(page, stack):
         """async () => {
         const c = await import('/static/charts.js');
         const cmp = await import('/static/compare.js');
-        const l = await import('/static/launch.js');
+        const l = await import('/static/forms.js');
         const q = await import('/static/queue.js');
         const gpu = q.gpuCell({ gpus: [{ index: 0, name: 'NVIDIA H100', util_percent: 87, mem_used_mb: 40960,
           mem_total_mb: 81920 }] }).textContent;
         let seedsError = '';
         try { l.parseSeeds('0, x'); } catch (e) { seedsError = e.message; }
-        const s = c.normalizeSeries({ step: [2, 4, 6], min: [1, null, 0.5], max: [3, null, 0.7], last: [2, 'nan', 0.6],
-          n: [2, 1, 3], nonfinite: { steps: [4, 5], values: ['nan', 'inf'] } });
+        const s = c.normalizeSeries({ key: 'loss', count: 6, step: [2, 4, 6], min: [1, null, 0.5], max: [3, null, 0.7],
+          last: [2, 'nan', 0.6], n: [2, 1, 3], wall: [1, 2, 3], nonfinite: { steps: [4, 5], values: ['nan', 'inf'] } });
         return {
           ema0: c.ema([1, 2, NaN, 4], 0),
           ema: c.ema([1, 3], 0.5),
@@ -360,6 +392,8 @@ def test_chart_helpers_compute_the_right_numbers(page, stack):
           seedsError,
           s: { x: s.x, y: s.y.map(String), lo: s.lo.map(String), nan: s.nan, inf: s.inf, bucketed: s.bucketed },
           gpu,
+          num: [l.parseNumber('1e', 'float').error ?? null, l.parseNumber('--4', 'int').error ?? null,
+            l.parseNumber('1e-3', 'float').value, l.parseNumber(' 16 ', 'int').value, l.parseNumber('1.5', 'int').error ?? null],
           diff: cmp.diffFields([{ config: { a: 1, b: 2, checkpoint_dir: 'x' } }, { config: { a: 1, b: 3, checkpoint_dir: 'y' } }]),
         };
     }"""
@@ -379,4 +413,6 @@ def test_chart_helpers_compute_the_right_numbers(page, stack):
         "bucketed": True,
     }
     assert r["diff"] == ["b"]
+    assert r["num"][0] and "1e" in r["num"][0] and r["num"][1] and "--4" in r["num"][1]
+    assert r["num"][2:4] == [0.001, 16] and r["num"][4]
     assert r["gpu"] == "NVIDIA H100 #0 · util 87% · memory 40 / 80 GiB"
