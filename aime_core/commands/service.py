@@ -181,6 +181,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         "AIME_API_URL": api_url,
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
     }
+    if args.host not in ("127.0.0.1", "localhost", "::1"):  # the names announced below pass the Host check
+        import socket
+
+        wild = args.host in ("0.0.0.0", "::")
+        names = [socket.getfqdn(), socket.gethostname()] if wild else [args.host]
+        extra = [h for h in os.environ.get("AIME_ALLOWED_HOSTS", "").split(",") if h.strip()]
+        env["AIME_ALLOWED_HOSTS"] = ",".join(dict.fromkeys([*extra, *names]))
     os.environ.update(env)
     from backend.core.db import migrate
     from backend.core.settings import Settings
