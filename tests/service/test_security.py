@@ -105,6 +105,8 @@ def test_session_only_for_a_loopback_client_with_loopback_host_and_same_origin(a
     local = as_client("127.0.0.1:8000")
     assert local.get("/api/session").json()["token"] == TOKEN
     assert as_client("localhost:8000").get("/api/session").json()["token"] == TOKEN
+    assert as_client(peer="::ffff:127.0.0.1").get("/api/session").status_code == 200  # dual-stack loopback
+    assert as_client(peer="::ffff:10.0.0.7").get("/api/session").status_code == 403
     ok = local.get(
         "/api/session", headers={"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"}
     )
