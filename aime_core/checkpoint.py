@@ -83,14 +83,21 @@ def write_problem(directory: str | Path, exc: BaseException | None = None) -> st
         free: int | None = shutil.disk_usage(directory).free
     except OSError:
         free = None
-    if err == errno.ENOSPC or "No space left" in text or (free is not None and free < 2**20):
-        return f"no space left on {directory} ({free if free is not None else '?'} bytes free)"
-    if err == errno.EROFS or "Read-only file system" in text:
+    space = f"no space left on {directory} ({free if free is not None else '?'} bytes free)"
+    if err == errno.ENOSPC or "No space left" in text:
+        return space
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if err == errno.EROFS or "Read-only file system" in text or read_only:
         return f"{directory} is on a read-only file system"
     if err in (errno.EACCES, errno.EPERM) or (directory.exists() and not os.access(directory, os.W_OK)):
         return f"no permission to write to {directory}"
     if err == errno.EDQUOT:
         return f"disk quota exceeded on {directory}"
+    if free is not None and free < 2**20:  # torch reports a full disk as "unexpected pos N vs M"
+        return space
     first = text.strip().splitlines()[0] if text.strip() else ""
     return (
         f"writing to {directory} failed ({type(exc).__name__}: {first})"

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-RETRY_STATUS = {401, 408, 429, 500, 502, 503, 504}  # 401: a restarting API may not have its token yet
+RETRY_STATUS = {401, 408, 429, 500, 502, 503, 504, 507}  # 401: a restarting API may not have its token yet; 507: disk full
 
 
 class ApiError(Exception):

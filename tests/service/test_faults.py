@@ -100,7 +100,7 @@ def test_database_gone_for_seconds_loses_no_point(db_env, service_env, tmp_path)
     try:
         stack.start_worker()
         rid = _launch(
-            stack.url, stack.env["AIME_API_TOKEN"], {**DEBUG_TRAIN, "overrides": {**FAST, "num_epochs": 2}}
+            stack.url, stack.env["AIME_API_TOKEN"], {**DEBUG_TRAIN, "overrides": {**FAST, "num_epochs": 1}}
         )["id"]
         wait_for(lambda: run(stack.url, rid)["latest"].get("loss"), 240, "the first points", stack.logs)
         with engine.begin() as conn:
