@@ -9,7 +9,7 @@ import json
 import re
 import secrets
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -141,6 +141,7 @@ def session_refusal(scope: Scope) -> str | None:
 
 
 def token_ok(scope: Scope, settings: Settings, allow_query: bool = False) -> bool:
+    """The request carries the API token (Authorization: Bearer, or ?token= where `allow_query`)."""
     if not settings.api_token:
         return False
     headers = _headers(scope)
@@ -149,9 +150,7 @@ def token_ok(scope: Scope, settings: Settings, allow_query: bool = False) -> boo
         token.strip().encode(), settings.api_token.encode()
     ):
         return True
-    if allow_query:
-        from urllib.parse import parse_qs
-
+    if allow_query:  # EventSource cannot send headers: reads may carry ?token=
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
         return bool(query) and secrets.compare_digest(query.encode(), settings.api_token.encode())
     return False
@@ -204,11 +203,15 @@ def confine(settings: Settings, field: str, value: str) -> str:
 # The middleware
 
 
+def too_large(limit: int, what: str) -> str:
+    return f"request body too large: {what} are limited to {limit} bytes ({_size(limit)})"
+
+
 class BodyTooLarge(HTTPException):
     """A streamed body passed its limit while a route was reading it (413; the route sees an HTTP error)."""
 
     def __init__(self, limit: int, what: str):
-        super().__init__(413, f"request body too large: {what} are limited to {limit} bytes ({_size(limit)})")
+        super().__init__(413, too_large(limit, what))
 
 
 def _size(n: int) -> str:
@@ -294,9 +297,7 @@ class SecurityMiddleware:
             except ValueError:
                 return await _reply(send, 400, f"Content-Length {length!r} is not a number")
             if declared > limit:
-                return await _reply(
-                    send, 413, f"request body too large: {what} are limited to {limit} bytes ({_size(limit)})"
-                )
+                return await _reply(send, 413, too_large(limit, what))
         received = 0
         started = False
 
