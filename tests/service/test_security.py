@@ -423,6 +423,10 @@ def test_string_limits(api):
         r = getattr(api, method)(path, json=body, headers=AUTH)
         assert r.status_code == 422, (path, r.status_code, r.text[:200])
         assert re.search(r"at most \d+ (characters|items)", r.text), r.text[:300]
+    r = api.post(
+        f"/api/runs/{rid}/artifacts/upload", params={"kind": "video", "name": "v" * 201}, headers=AUTH
+    )
+    assert r.status_code == 422 and "at most 200 characters" in r.text
     assert (
         api.patch(
             f"/api/runs/{rid}", json={"tags": ["t" * 64], "notes": "n" * 10_000}, headers=AUTH

@@ -45,7 +45,7 @@ async def upload(
     settings: SettingsDep,
     pub: PubDep,
     kind: str = Query(...),
-    name: str = Query(..., description="file name (no directories)"),
+    name: str = Query(..., max_length=200, description="file name (no directories)"),
     step: int | None = None,
     epoch: int | None = None,
 ) -> Artifact:
