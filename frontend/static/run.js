@@ -317,6 +317,8 @@ export async function mount(root, { params }) {
     // The server is subscribed from here on. Charts fetched before this may lack points sent in between.
     ready: () => {
       if (!pending) for (const c of charts.values()) c.refetch();
+      // A status change in that gap (a queued run that started) would be missed: read the run again.
+      reloadRun();
     },
     status: () => {
       reloadRun();
