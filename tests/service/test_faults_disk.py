@@ -116,6 +116,9 @@ def test_data_directory_on_a_full_disk(sqlite_service_env, tmp_path):
             stored = stored_points(stack.url, rid)
             assert expected and expected <= stored, sorted(expected - stored)[:10]
             assert worker.poll() is None  # the worker lives on for the next run
+            print(
+                f"DRILL data disk full: {done['status']}: {done['error']}; points {len(expected)} logged, all stored"
+            )
         finally:
             stack.close()
 
@@ -153,5 +156,8 @@ def test_run_directory_full_or_read_only_with_the_service_disk_fine(sqlite_servi
             assert load(run_dir / "last.pt")["step"] >= 1
             expected = jsonl_points(run_dir / "metrics.jsonl")
             assert expected and expected <= stored_points(stack.url, rid)
+            print(
+                f"DRILL run dir full: {done['status']}: {done['error']}; points {len(expected)}, all stored"
+            )
         finally:
             stack.close()

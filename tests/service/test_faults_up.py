@@ -69,6 +69,17 @@ def test_sigkill_train_worker_marks_its_run_lost_now_and_the_rest_keeps_running(
     resp = httpx.post(f"{up.url}/api/runs/{rid}/resume", headers=up.h)
     assert resp.status_code == 201, resp.text
     child = resp.json()
+    print(f"DRILL train worker SIGKILL: run {rid} lost after {lost_after:.1f} s: {lost['error']}")
+
+    # The API SIGKILLed while the resumed run trains: restarted alone; the run goes on and loses nothing.
+    wait_for(lambda: run(up.url, child["id"])["latest"].get("loss"), 240, "the resumed run's points", up.logs)
+    api, redis_pid = up.child("worker.supervisor api"), up.child("redis-server")
+    os.kill(api, signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for(lambda: up.child("worker.supervisor api") not in (None, api), 30, "a new API process", up.logs)
+    wait_for(lambda: run(up.url, child["id"]), 30, "the API answering again", up.logs)
+    api_back = time.monotonic() - t0
+    assert up.child("redis-server") == redis_pid
     done = wait_for(status_is(up.url, child["id"], "succeeded", "failed", "lost"), 300, "the resume", up.logs)
     assert done["status"] == "succeeded", done["error"]
     # 0 points lost: the resumed run holds its parent's history up to the checkpoint and its own after it.
@@ -81,20 +92,10 @@ def test_sigkill_train_worker_marks_its_run_lost_now_and_the_rest_keeps_running(
     assert expected and expected <= stored, sorted(expected - stored)[:10]
     assert {s for k, s in stored if k == "loss"} == set(range(1, step + 1))
     assert started_count(up.url, rid) == 1 and started_count(up.url, child["id"]) == 1
-
-
-def test_sigkill_api_is_restarted_and_the_run_finishes(up):
-    rid = up.launch({**DEBUG_TRAIN, "overrides": {**FAST, "num_epochs": 2}})["id"]
-    wait_for(lambda: run(up.url, rid)["latest"].get("loss"), 240, "the first points", up.logs)
-    api, redis_pid = up.child("worker.supervisor api"), up.child("redis-server")
-    os.kill(api, signal.SIGKILL)
-    wait_for(lambda: up.child("worker.supervisor api") not in (None, api), 30, "a new API process", up.logs)
-    done = wait_for(status_is(up.url, rid, "succeeded", "failed", "lost"), 300, "the run", up.logs)
-    assert done["status"] == "succeeded", done["error"]
-    assert up.child("redis-server") == redis_pid
-    expected = jsonl_points(Path(done["config"]["checkpoint_dir"]) / "metrics.jsonl")
-    stored = stored_points(up.url, rid)
-    assert expected and expected == stored, (len(expected), len(stored))  # 0 lost, nothing extra
+    print(
+        f"DRILL API SIGKILL: API back in {api_back:.1f} s; resumed run {child['id']} {done['status']}; "
+        f"points expected {len(expected)}, stored {len(stored & expected)}, lost {len(expected - stored)}"
+    )
 
 
 def test_sigkill_embedded_redis_loses_no_queued_run(up):
@@ -124,6 +125,9 @@ def test_sigkill_embedded_redis_loses_no_queued_run(up):
         assert started_count(up.url, i) == 1  # each run ran exactly once
     queue = httpx.get(f"{up.url}/api/queue").json()
     assert queue["broker"]["reachable"] and queue["queues"]["train"]["waiting"] == []
+    print(
+        f"DRILL Redis SIGKILL: 1 running + {len(queued)} queued -> {len(ids)} of {len(ids)} succeeded, /api/queue {answers}"
+    )
 
 
 def test_sigkill_aime_up_leaves_no_orphans_and_a_second_up_refuses(up, tmp_path):
@@ -150,4 +154,5 @@ def test_sigkill_aime_up_leaves_no_orphans_and_a_second_up_refuses(up, tmp_path)
     up.start()  # same data directory, same port: nothing left holds them
     r = wait_for(status_is(up.url, rid, "lost"), 30, "the orphaned run marked lost", up.logs)
     assert "gone when aime up started" in r["error"]
+    print(f"DRILL aime up SIGKILL: children gone, second up refused; run {rid}: {r['error']}")
     assert httpx.post(f"{up.url}/api/runs/{rid}/resume", headers=up.h).status_code == 201
