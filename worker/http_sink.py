@@ -16,6 +16,7 @@ but whose answer was lost can be re-sent safely.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -195,6 +196,7 @@ class HttpSink(Sink):
         with contextlib.suppress(OSError):
             self.spool.parent.mkdir(parents=True, exist_ok=True)
         self.flush_s, self.close_timeout = flush_s, close_timeout
+        self._owner = _own(self.spool)  # resend_spools leaves a live sink's file alone
         self.backlog = Backlog(api, run_id, self.spool)
         self._lock = threading.Lock()
         self._points: list[dict] = []
@@ -325,6 +327,7 @@ class HttpSink(Sink):
                 self._alert_drops()
                 continue
             if closing and (ok or time.monotonic() >= deadline):
+                _release(self._owner)
                 return  # what is still spooled is re-sent by the next worker start (resend_spools)
             backoff = 0.0 if ok else min(max(backoff * 2, 0.5), MAX_BACKOFF)
             wait = self.flush_s + backoff
@@ -333,6 +336,27 @@ class HttpSink(Sink):
                 time.sleep(wait)
             else:
                 self._wake.wait(wait)
+
+
+def _own(spool: Path):
+    """An exclusive lock on `<spool>.lock` while a sink (or a resend) works on that run's spool; None if taken."""
+    try:
+        f = spool.with_name(spool.name + ".lock").open("a")
+    except OSError:
+        return None  # e.g. the disk is full: work without the lock
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+def _release(owner) -> None:
+    if owner is not None:
+        with contextlib.suppress(OSError):
+            Path(owner.name).unlink(missing_ok=True)
+            owner.close()
 
 
 def resend_spools(api: ApiClient, spool_dir: str | Path) -> dict[int, int]:
@@ -345,6 +369,19 @@ def resend_spools(api: ApiClient, spool_dir: str | Path) -> dict[int, int]:
             run_id = int(path.stem.split("-", 1)[1])
         except ValueError:
             continue
+        owner = _own(path)
+        if owner is None and path.with_name(path.name + ".lock").exists():
+            continue  # a live sink of this run (in this or another worker process) is sending it
+        try:
+            left |= _resend_one(api, run_id, path)
+        finally:
+            _release(owner)
+    return left
+
+
+def _resend_one(api: ApiClient, run_id: int, path: Path) -> dict[int, int]:
+    left = {}
+    if path.exists():
         backlog = Backlog(api, run_id, path)
         points = backlog.points()
         if backlog.send():

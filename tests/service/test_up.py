@@ -68,7 +68,7 @@ def test_aime_up_serves_runs_and_stops_cleanly(tmp_path):
             time.sleep(0.2)
         assert run["status"] == "succeeded", run["error"]
         assert Path(run["config"]["data_path"]).parent == data_dir / "datasets"
-        assert len(_procs_with_data_dir(data_dir)) == 4  # redis-server, api, collect and train workers
+        assert len(_procs_with_data_dir(data_dir)) == 5  # redis-server, api, collect, synthetic and train workers
 
         # A training run in flight when Ctrl-C comes: it checkpoints and ends `cancelled`, resumable.
         body = {
