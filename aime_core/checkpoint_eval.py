@@ -55,11 +55,12 @@ def evaluate_checkpoint(
     amp: bool | None = None,
     video: str | Path | None = None,
     video_clips: int = 4,
+    states: bool = False,
 ) -> dict:
     """Per-horizon rollout MSE/PSNR against copy-last-frame and the mean training frame (all pixels and moving
     pixels), the state-space scores when the data has states, and reconstruction scores, as training's
     evaluation returns them, plus where the result came from. 0 for `context`/`horizon`/`clips` means the
-    run's own setting."""
+    run's own setting. `states=True` makes a dataset without physics states an error instead of skipping them."""
     dev = pick_device(device)
     model, cfg, where = load_model(path, dev)
     data_path = data or cfg.data_path or ""
@@ -72,6 +73,11 @@ def evaluate_checkpoint(
         raise TrainError(f"context, horizon and clips must be at least 1 (got {k}, {H}, {clips})")
     try:
         info = read_info(data_path)
+        if states and not info.get("state_dim"):
+            raise TrainError(
+                f"{data_path} has no physics states (the `states` datasets came with format 2): recollect it with "
+                "`aime collect` to score rollouts in state space, or drop --states"
+            )
         train_ids, val_ids = dataset_split(info, cfg.val_fraction)
         store = EpisodeStore.load(data_path, val_ids or train_ids[:1])
         probe_store = EpisodeStore.load(data_path, train_ids[:PROBE_EPISODES])

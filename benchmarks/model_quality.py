@@ -1,124 +1,191 @@
-"""Model quality on real data: the tier-1 config trained on collected cartpole for a fixed step budget.
+"""Model quality on real cartpole-swingup: open-loop rollouts against the better trivial baseline, per horizon.
 
-Prints the loss curve ends, open-loop rollout MSE per horizon step next to copy-last-frame, reconstruction
-PSNR/SSIM and the DPGMM's effective components. Collects a small cartpole set first if --data is missing.
-    .venv/bin/python benchmarks/model_quality.py --device cpu --steps 30 --batch_size 4 --episodes 6
-On a GPU: .venv/bin/python benchmarks/model_quality.py --device cuda --steps 3000
+Trains the model for a fixed budget of optimiser steps on collected cartpole-swingup (action repeat 4, the tier-1
+preset's), then scores it with `aime evaluate`'s code on the dataset's held-out episodes: after 5 observed frames,
+30 open-loop steps (past the 10-frame training clips), against copy-last-frame and the mean training frame, over
+all pixels and over the moving ones, and in state space through a linear probe. Ratios are rollout MSE / the
+better baseline at each horizon (below 1: better than doing nothing clever).
+
+Profiles:
+  cpu  fits in 20 minutes on a 2-core machine: 32 px frames, a reduced tier-1 model (hidden 128, context 64),
+       1200 steps of batch 16. Targets: ratio <= 0.7 at every h in 1-10 and < 1.0 at every h up to 30.
+  gpu  the full tier-1 config (64 px, hidden 256) for 6000 steps, AMP; a run fits in 8 minutes on an H100-class
+       GPU. Targets: ratio <= 0.3 at h <= 10, <= 0.6 at h = 30. Reconstruction >= 38 dB in both.
+
+    .venv/bin/python benchmarks/model_quality.py --profile cpu
+    .venv/bin/python benchmarks/model_quality.py --profile cpu --seeds 0 1 2 --json quality.json
+    .venv/bin/python benchmarks/model_quality.py --profile cpu --set overshoot_steps=0 --set recon_std=0.1
+    .venv/bin/python benchmarks/model_quality.py --profile gpu --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import statistics
 import time
 from pathlib import Path
 
 from aime_core.config import resolve_collect, resolve_train
-from aime_core.sinks import Sink
+
+PROFILES = {
+    "cpu": {
+        "data": "data/bench/cartpole-swingup-ar4-32px.hdf5",
+        "img_size": 32,
+        "steps": 1200,
+        "train": {"img_size": 32, "hidden_dim": 128, "context_dim": 64, "amp": False},
+        "targets": {"short": 0.7, "long": 1.0},
+    },
+    "gpu": {
+        "data": "data/bench/cartpole-swingup-ar4-64px.hdf5",
+        "img_size": 64,
+        "steps": 6000,
+        "train": {"amp": True},
+        "targets": {"short": 0.3, "long": 0.6},
+    },
+}
+CONTEXT, HORIZON, CLIPS = 5, 30, 256
+RECON_TARGET_DB = 38.0
 
 
-class Keep(Sink):
-    def __init__(self):
-        self.losses, self.eval, self.diag = [], None, {}
+def ensure_data(path: str, img_size: int) -> None:
+    if Path(path).exists():
+        return
+    from aime_core.collect import collect
 
-    def metrics(self, step, values, epoch=None):
-        if "loss" in values:
-            self.losses.append(values["loss"])
-            self.diag = {k: v for k, v in values.items() if k.startswith("dpgmm/")}
+    cfg = resolve_collect(1, overrides={"data_path": path, "img_size": img_size}, env={})
+    print(f"collecting {cfg.num_episodes} cartpole-swingup episodes x {cfg.max_steps} frames at {img_size} px, "
+          f"action repeat {cfg.action_repeat}, into {path}", flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    collect(cfg)
+    print(f"  collected in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    def event(self, kind, payload):
-        if kind == "eval":
-            self.eval = dict(payload)
+
+def parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not value:
+            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def run_seed(profile: dict, args, seed: int, sets: dict) -> dict:
+    from aime_core.checkpoint_eval import evaluate_checkpoint
+    from aime_core.data import dataset_split, read_info
+    from aime_core.train import train
+
+    out_dir = Path(args.out) / f"seed{seed}"
+    over = {
+        "data_path": profile["data"],
+        "device": args.device,
+        "checkpoint_dir": str(out_dir),
+        "seed": seed,
+        "video_clips": 3,
+        "eval_clips": CLIPS,
+        **profile["train"],
+        **sets,
+    }
+    cfg = resolve_train(1, overrides=over, env={})
+    info = read_info(cfg.data_path)
+    train_ids, _ = dataset_split(info, cfg.val_fraction)
+    clips = sum(info["episode_lengths"][i] // cfg.video_length for i in train_ids)
+    per_epoch = max(1, clips // cfg.batch_size)
+    epochs = max(1, -(-args.steps // per_epoch))
+    cfg = resolve_train(1, overrides=over | {"num_epochs": epochs, "eval_every": epochs, "save_every": epochs}, env={})
+    t0 = time.perf_counter()
+    result = train(cfg)
+    train_s = time.perf_counter() - t0
+    if result.status != "succeeded":
+        raise SystemExit(f"seed {seed}: training {result.status}: {result.error}")
+    res = evaluate_checkpoint(out_dir / "last.pt", horizon=HORIZON, context=CONTEXT, clips=CLIPS, device=args.device)
+    res.update(train_s=train_s, steps=result.steps)
+    print(f"seed {seed}: {result.steps} steps in {train_s:.0f} s, recon PSNR {res['psnr']:.2f} dB, "
+          f"mean ratio {statistics.mean(res['ratio']):.3f}", flush=True)  # fmt: skip
+    return res
+
+
+def mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f}±{statistics.stdev(values):.3f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the profile's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--steps", type=int, default=3000, help="Optimiser steps (rounded up to whole epochs).")
-    ap.add_argument("--batch_size", type=int, default=None)
-    ap.add_argument("--data", default="data/cartpole-swingup-tier1-seed0.hdf5")
-    ap.add_argument("--episodes", type=int, default=50, help="Episodes to collect when --data is missing.")
-    ap.add_argument("--max_steps", type=int, default=200, help="Steps per collected episode.")
     ap.add_argument("--out", default="checkpoints/bench-model-quality")
-    ap.add_argument(
-        "--long_horizon",
-        type=int,
-        default=25,
-        help="Also score the final model this many open-loop steps ahead (past the training length; 0: skip).",
-    )
+    ap.add_argument("--json", default=None, metavar="PATH", help="write horizon, ratio, recon_psnr, ... here")
     args = ap.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
-    if not Path(args.data).exists():
-        from aime_core.collect import collect
+    profile = PROFILES[args.profile]
+    args.steps = args.steps or profile["steps"]
+    sets = parse_sets(args.set)
+    print(f"profile {args.profile}: {profile['train']} {sets or ''}; {args.steps} steps; seeds {args.seeds}; "
+          f"score: {CONTEXT} observed frames, {HORIZON} open-loop steps, {CLIPS} held-out clips", flush=True)  # fmt: skip
+    ensure_data(profile["data"], profile["img_size"])
+    runs = [run_seed(profile, args, seed, sets) for seed in args.seeds]
 
-        print(f"collecting {args.episodes} cartpole episodes x {args.max_steps} steps into {args.data}")
-        t0 = time.perf_counter()
-        collect(
-            resolve_collect(
-                1,
-                overrides={
-                    "data_path": args.data,
-                    "num_episodes": args.episodes,
-                    "max_steps": args.max_steps,
-                    "workers": 1,
-                },
-                env={},
-            )
-        )
-        print(f"  collected in {time.perf_counter() - t0:.0f} s")
-    from aime_core.data import read_info, split_episodes
-    from aime_core.train import train
+    H = runs[0]["horizon"]
+    has_states = "state_ratio" in runs[0]
 
-    over = {
-        "data_path": args.data,
-        "device": args.device,
-        "checkpoint_dir": args.out,
-        "log_every": 1,
-        "video_clips": 2,
-    }
-    if args.batch_size:
-        over["batch_size"] = args.batch_size
-    cfg = resolve_train(1, overrides=over, env={})
-    info = read_info(args.data)
-    train_ids, _ = split_episodes(info["episodes"], cfg.val_fraction, cfg.seed)
-    clips = sum(info["episode_lengths"][i] // cfg.video_length for i in train_ids)
-    per_epoch = max(1, clips // cfg.batch_size)
-    epochs = max(1, -(-args.steps // per_epoch))
-    cfg = resolve_train(
-        1, overrides=over | {"num_epochs": epochs, "eval_every": epochs, "save_every": epochs}, env={}
-    )
-    keep = Keep()
-    t0 = time.perf_counter()
-    result = train(cfg, keep)
-    dt = time.perf_counter() - t0
-    print(
-        f"{result.status}: {result.steps} steps ({epochs} epochs x {per_epoch}) in {dt:.0f} s "
-        f"({result.steps / dt:.2f} steps/s) on {cfg.device}, batch {cfg.batch_size}"
-    )
-    if result.error:
-        print(result.error)
-        return
-    k = max(1, len(keep.losses) // 10)
-    print(f"loss: first {k} {sum(keep.losses[:k]) / k:.1f} -> last {k} {sum(keep.losses[-k:]) / k:.1f}")
-    ev = keep.eval
-    print(f"reconstruction: MSE {ev['recon_mse']:.5f}, PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.3f}")
-    print(f"open loop after {ev['context_frames']} context frames ({ev['clips']} clips):")
-    for h, m, b in zip(ev["horizon"], ev["rollout_mse"], ev["baseline_mse"], strict=True):
-        print(f"  h={h:2d}  model {m:.5f}  copy-last {b:.5f}  ratio {m / b:.2f}")
-    mean_m = sum(ev["rollout_mse"]) / len(ev["rollout_mse"])
-    mean_b = sum(ev["baseline_mse"]) / len(ev["baseline_mse"])
-    print(f"mean: model {mean_m:.5f} vs copy-last {mean_b:.5f} (ratio {mean_m / mean_b:.2f})")
-    print("DPGMM: " + ", ".join(f"{k.split('/')[1]} {v:.3g}" for k, v in keep.diag.items()))
-    print(f"video: {ev['video']}")
-    if args.long_horizon:
-        from aime_core.checkpoint_eval import evaluate_checkpoint
-        from aime_core.commands.evaluate import format_result
+    def col(key: str, h: int) -> list[float]:
+        return [r[key][h] for r in runs]
 
-        print(f"\nlong horizon ({args.long_horizon} open-loop steps) with aime evaluate:")
-        long = evaluate_checkpoint(
-            Path(args.out) / "last.pt", horizon=args.long_horizon, device=args.device, clips=64
-        )
-        print(format_result(long))
+    print(f"\n{'h':>4}{'model':>10}{'copy-last':>11}{'mean frame':>11}{'ratio':>14}{'moving ratio':>14}"
+          + (f"{'state ratio':>14}" if has_states else ""))  # fmt: skip
+    for i, h in enumerate(H):
+        mark = "*" if CONTEXT + h > runs[0]["video_length"] else " "
+        line = (f"{h:>3}{mark}{statistics.mean(col('rollout_mse', i)):>10.5f}"
+                f"{statistics.mean(col('copy_last_mse', i)):>11.5f}{statistics.mean(col('mean_frame_mse', i)):>11.5f}"
+                f"{mean_sd(col('ratio', i)):>14}{mean_sd(col('ratio_moving', i)):>14}")  # fmt: skip
+        if has_states:
+            line += f"{mean_sd(col('state_ratio', i)):>14}"
+        print(line)
+    ratio = [statistics.mean(col("ratio", i)) for i in range(len(H))]
+    psnrs = [r["psnr"] for r in runs]
+    short = max(ratio[:10])
+    longest = max(ratio)
+    t = profile["targets"]
+    print("* = past the 10-frame training clips")
+    print(f"reconstruction PSNR {mean_sd(psnrs)} dB (target >= {RECON_TARGET_DB}); "
+          f"training {statistics.mean(r['train_s'] for r in runs):.0f} s per seed")  # fmt: skip
+    checks = [
+        (f"ratio <= {t['short']} at every h in 1-10", short <= t["short"], f"worst {short:.3f}"),
+        (f"ratio < {t['long']} at every h up to {HORIZON}", longest < t["long"], f"worst {longest:.3f}"),
+        (f"reconstruction >= {RECON_TARGET_DB} dB", min(psnrs) >= RECON_TARGET_DB, f"lowest {min(psnrs):.2f}"),
+    ]
+    for name, ok, detail in checks:
+        print(f"  {'MET ' if ok else 'MISS'} {name} ({detail})")
+    if args.json:
+        payload = {
+            "profile": args.profile,
+            "steps": args.steps,
+            "seeds": args.seeds,
+            "overrides": sets,
+            "horizon": H,
+            "ratio": ratio,
+            "ratio_moving": [statistics.mean(col("ratio_moving", i)) for i in range(len(H))],
+            "ratio_per_seed": [r["ratio"] for r in runs],
+            "recon_psnr": psnrs,
+            "rollout_mse": [statistics.mean(col("rollout_mse", i)) for i in range(len(H))],
+            "copy_last_mse": [statistics.mean(col("copy_last_mse", i)) for i in range(len(H))],
+            "mean_frame_mse": [statistics.mean(col("mean_frame_mse", i)) for i in range(len(H))],
+            "targets_met": all(ok for _, ok, _ in checks),
+        }
+        if has_states:
+            payload["state_ratio"] = [statistics.mean(col("state_ratio", i)) for i in range(len(H))]
+        Path(args.json).write_text(json.dumps(payload, indent=1, allow_nan=True))
+        print(f"wrote {args.json}")
+    if any(math.isnan(x) for x in ratio):
+        raise SystemExit("a ratio is NaN")
 
 
 if __name__ == "__main__":

@@ -92,9 +92,9 @@ def synthetic_run(workdir: Path, steps: int, episodes: int, seed: int, device: s
         **overrides,
     }
     probe = resolve_train(1, "debug", overrides=base, env={})
-    from aime_core.data import read_info, split_episodes  # noqa: PLC0415
+    from aime_core.data import dataset_split, read_info  # noqa: PLC0415
 
-    train_ids, _ = split_episodes(read_info(data)["episodes"], probe.val_fraction, seed)
+    train_ids, _ = dataset_split(read_info(data), probe.val_fraction)
     clips = len(train_ids) * (32 // probe.video_length)
     per_epoch = max(1, clips // probe.batch_size)
     epochs = max(1, -(-steps // per_epoch))
@@ -144,20 +144,26 @@ def run_synthetic(args: argparse.Namespace) -> int:
         first, last = sum(rec.losses[:k]) / k, sum(rec.losses[-k:]) / k
         ev = rec.evals[-1]
         model = sum(ev["rollout_mse"]) / len(ev["rollout_mse"])
-        base = sum(ev["baseline_mse"]) / len(ev["baseline_mse"])
+        base = sum(ev["copy_last_mse"]) / len(ev["copy_last_mse"])
+        ratio = sum(ev["ratio"]) / len(ev["ratio"])
         print(f"trained {result.steps} steps in {time.perf_counter() - t0:.1f} s on {cfg.device}")
         print(f"loss: first {k} logged {first:.2f} -> last {k} logged {last:.2f}")
-        print(f"rollout MSE after {ev['context_frames']} context frames, per horizon step:")
-        for h, m, b in zip(ev["horizon"], ev["rollout_mse"], ev["baseline_mse"], strict=True):
-            print(f"  h={h}: model {m:.5f}  copy-last {b:.5f}")
+        print(f"rollout MSE after {ev['context_frames']} context frames on {ev['clips']} clips, per horizon step:")
+        for h, m, b, mf, r in zip(
+            ev["horizon"], ev["rollout_mse"], ev["copy_last_mse"], ev["mean_frame_mse"], ev["ratio"], strict=True
+        ):
+            print(f"  h={h}: model {m:.5f}  copy-last {b:.5f}  mean frame {mf:.5f}  ratio {r:.2f}")
         print(
-            f"mean: model {model:.5f} vs copy-last {base:.5f}; recon PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.3f}"
+            f"mean: model {model:.5f} vs copy-last {base:.5f}, ratio to the better baseline {ratio:.2f}; "
+            f"recon PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.3f}"
         )
         if not last < first:
             return fail(f"the loss did not fall ({first:.3f} -> {last:.3f})")
         if not model < base:
             return fail(f"open-loop rollouts ({model:.5f}) do not beat copy-last-frame ({base:.5f})")
-    print("OK: loss falls and open-loop rollouts beat copy-last-frame")
+        if not ratio < 1.0:
+            return fail(f"open-loop rollouts do not beat the better of copy-last and mean frame (ratio {ratio:.2f})")
+    print("OK: loss falls and open-loop rollouts beat copy-last-frame and the mean frame")
     return 0
 
 

@@ -19,11 +19,14 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", help="a .pt file written by aime train (best.pt, last.pt, ckpt_epoch_N.pt)")
     p.add_argument("--horizon", type=int, default=0, help="open-loop steps (0: the run's eval_horizon)")
     p.add_argument("--context", type=int, default=0, help="observed frames k (0: the run's rollout_context)")
-    p.add_argument("--clips", type=int, default=64, help="held-out clips to average over")
+    p.add_argument("--clips", type=int, default=0, help="held-out clips to average over (0: the run's eval_clips)")
     p.add_argument("--data", default=None, help="dataset (default: the one the run trained on)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--sample", action="store_true", help="sample z from the prior instead of its mode")
     p.add_argument("--video", default=None, metavar="MP4", help="also write truth | prediction | error")
+    p.add_argument(
+        "--states", action="store_true", help="fail unless the dataset has physics states to score in state space"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             sample=args.sample,
             video=args.video,
+            states=args.states,
         )
     except TrainError as exc:
         print(f"aime evaluate: {exc}", file=sys.stderr)

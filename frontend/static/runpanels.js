@@ -12,7 +12,8 @@ export function loading(text = "Loading…") {
   return h("div.skeleton", { "aria-busy": "true" }, h("span.small.muted", text));
 }
 
-// Rollout error per horizon step against the copy-last-frame baseline, for a chosen evaluation.
+// Rollout error per horizon step against both trivial baselines (copy-last frame, mean training frame), over all
+// pixels, the moving pixels or the physics state (through the linear probe), for a chosen evaluation.
 export class EvalPanel {
   constructor(runId) {
     this.runId = runId;
@@ -23,7 +24,8 @@ export class EvalPanel {
       this.choose(this.select.value);
     } });
     this.metric = h("select", { "aria-label": "Error measure", hidden: true, onchange: () => this.draw() },
-      h("option", { value: "mse" }, "MSE (lower is better)"), h("option", { value: "psnr" }, "PSNR dB (higher is better)"));
+      h("option", { value: "mse" }, "MSE, all pixels"), h("option", { value: "mse_moving" }, "MSE, moving pixels"),
+      h("option", { value: "state" }, "state error (linear probe)"), h("option", { value: "psnr" }, "PSNR dB"));
     this.plot = h("div.chart.chart-slot#eval-chart", { hidden: true });
     this.summary = h("p.small", loading("Loading evaluations…"));
     this.onChoose = null;
@@ -67,22 +69,42 @@ export class EvalPanel {
     }
     const m = this.metric.value;
     const H = e.horizon;
-    const model = e[`rollout_${m}`];
-    const base = e[`baseline_${m}`];
+    // Each measure: the model's series and its baselines, as the evaluation event names them.
+    const series = {
+      mse: ["rollout_mse", "copy_last_mse", "mean_frame_mse", "ratio"],
+      mse_moving: ["rollout_mse_moving", "copy_last_mse_moving", "mean_frame_mse_moving", "ratio_moving"],
+      state: ["state_mse", "copy_last_state_mse", "mean_state_mse", "state_ratio"],
+      psnr: ["rollout_psnr", "copy_last_psnr", "mean_frame_psnr", null],
+    }[m];
+    const [model, copyLast, meanFrame, ratio] = series.map((k) => (k ? e[k] : undefined));
+    const copy = copyLast ?? (m === "mse" ? e.baseline_mse : m === "psnr" ? e.baseline_psnr : undefined); // older runs
     const mean = (a) => a.reduce((s, v) => s + v, 0) / Math.max(1, a.length);
-    const better = m === "mse" ? mean(model) < mean(base) : mean(model) > mean(base);
-    clear(this.summary, `Context ${e.context_frames} frames; reconstruction MSE ${fmtNum(e.recon_mse)}, `,
-      `PSNR ${fmtNum(e.psnr)} dB, SSIM ${fmtNum(e.ssim)}. Mean rollout ${m.toUpperCase()} ${fmtNum(mean(model))} vs `,
-      `baseline ${fmtNum(mean(base))}: `, h(better ? "b.good" : "b.bad",
-        better ? "model beats copy-last-frame" : "copy-last-frame is better"));
-    // Only the chart waits for plotly; the numbers above are already there.
-    ensurePlotly().then((Plotly) => Plotly.react(this.plot, [
+    if (!model) { // an evaluation from before this measure existed, or a dataset without physics states
+      clear(this.summary, m === "state" ? "This dataset has no physics states: recollect it to score rollouts in "
+        + "state space." : "This evaluation predates this measure.");
+      window.Plotly?.purge(this.plot);
+      return;
+    }
+    const r = ratio ? mean(ratio) : null;
+    const verdict = r === null ? null : h(r < 1 ? "b.good" : "b.bad", r < 1
+      ? `model beats both baselines (mean ratio ${fmtNum(r)})`
+      : `a trivial baseline is better (mean ratio ${fmtNum(r)})`);
+    clear(this.summary, `Context ${e.context_frames} frames, ${e.clips} held-out clips; reconstruction MSE `,
+      `${fmtNum(e.recon_mse)}, PSNR ${fmtNum(e.psnr)} dB, SSIM ${fmtNum(e.ssim)}. Ratio = rollout / the better of `,
+      "copy-last frame and mean training frame at each step: ", verdict ?? "higher PSNR is better.");
+    const traces = [
       { x: H, y: model, name: "model rollout", mode: "lines+markers", line: { color: "#1f77b4", width: 2 } },
-      { x: H, y: base, name: "copy-last-frame baseline", mode: "lines+markers", line: { color: "#888", dash: "dash" } },
-    ], baseLayout({ height: 300, legend: { orientation: "h", yanchor: "top", y: -0.28, x: 0 },
-      xaxis: { title: { text: "steps after the context", standoff: 4 }, dtick: H.length > 20 ? undefined : 1,
-        gridcolor: "#eee", automargin: true },
-      yaxis: { title: { text: m.toUpperCase() }, gridcolor: "#eee", automargin: true } }), PLOT_CONFIG));
+      { x: H, y: copy, name: "copy-last frame", mode: "lines+markers", line: { color: "#888", dash: "dash" } },
+    ];
+    if (meanFrame) traces.push({ x: H, y: meanFrame, name: m === "state" ? "mean training state" : "mean training frame",
+      mode: "lines", line: { color: "#d62728", dash: "dot" } });
+    // Only the chart waits for plotly; the numbers above are already there.
+    ensurePlotly().then((Plotly) => Plotly.react(this.plot, traces,
+      baseLayout({ height: 300, legend: { orientation: "h", yanchor: "top", y: -0.28, x: 0 },
+        xaxis: { title: { text: "steps after the context", standoff: 4 }, dtick: H.length > 20 ? undefined : 1,
+          gridcolor: "#eee", automargin: true },
+        yaxis: { title: { text: m === "psnr" ? "PSNR dB" : m === "state" ? "state MSE (std units)" : "MSE" },
+          gridcolor: "#eee", automargin: true } }), PLOT_CONFIG));
   }
 }
 
