@@ -14,14 +14,14 @@ function howMade(run) {
 export async function loadLineage(run) {
   const [parent, children, group] = await Promise.all([
     run.parent_id ? api(`/runs/${run.parent_id}`).catch(() => null) : null,
-    Promise.all((run.children || []).map((c) => api(`/runs/${c}`).catch(() => null))),
+    Promise.all(run.children.map((c) => api(`/runs/${c}`).catch(() => null))),
     run.group_id ? api(`/groups/${encodeURIComponent(run.group_id)}`).catch(() => null) : null,
   ]);
   return { parent, children: children.filter(Boolean), group };
 }
 
 export function lineageBox(run, rel = { parent: null, children: [], group: null }) {
-  const lin = run.lineage || {};
+  const lin = run.lineage;
   const rows = [];
   if (run.parent_id) {
     const how = howMade(run);
@@ -56,7 +56,7 @@ export function lineageBox(run, rel = { parent: null, children: [], group: null 
   if (lin.sweep_id) {
     rows.push(h("dt", "Promoted from"), h("dd", h("a", { href: `/sweeps/${lin.sweep_id}` }, `sweep ${lin.sweep_id}`),
       ` configuration ${lin.config} (rank ${lin.rank}, mean ${fmtNum(lin.mean)}), runs `,
-      (lin.runs || []).map((r, i) => [i ? ", " : "", link(r, String(r))])));
+      lin.runs.map((r, i) => [i ? ", " : "", link(r, String(r))])));
   }
   if (run.stop_reason) rows.push(h("dt", "Stopped early"), h("dd#stop-reason", run.stop_reason));
   return rows.length ? h("div.card#run-lineage", h("h2", "Lineage"), h("dl.kv", rows)) : null;

@@ -123,7 +123,7 @@ export async function mount(root, { query }) {
         } })),
       // Names repeat (a retry, another launch of one config): the id tells them apart.
       h("td", h("span.muted.small", `#${id} `), h("a", { href: `/runs/${id}` }, run.name || `run ${id}`),
-        (run.tags || []).map((t) => h("span.badge.small", { style: { marginLeft: "4px" } }, t))),
+        run.tags.map((t) => h("span.badge.small", { style: { marginLeft: "4px" } }, t))),
       h("td", run.kind), h("td", run.tier), h("td", envName(run)),
       h("td", run.seed),
       h("td", statusBadge(run.status)),

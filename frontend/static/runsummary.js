@@ -5,7 +5,7 @@ import { parseTime } from "./ui.js";
 // run.progress is the worker's latest progress event: {done, total, unit, time} plus, for training,
 // {epoch, num_epochs, loss} and, for a collection, {"frames/s"}. Empty until the worker reports.
 export function progressOf(run) {
-  const p = run.progress || {};
+  const p = run.progress;
   return { done: p.done, total: p.total, unit: p.unit ?? (run.kind === "collect" ? "episode" : "step"),
     epoch: p.epoch, epochs: p.num_epochs ?? run.config?.num_epochs };
 }
