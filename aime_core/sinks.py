@@ -244,6 +244,32 @@ class WandbSink(Sink):
     def metrics(self, step, values, epoch=None):
         self._run.log(dict(values), step=step)
 
+    def event(self, kind, payload):
+        """Evaluations: the per-horizon rollout error against copy-last-frame as a line plot; alerts as text."""
+        import wandb  # noqa: PLC0415 - optional
+
+        step = payload.get("step")
+        if kind == "eval" and payload.get("horizon"):
+            for m in ("mse", "psnr"):
+                if f"rollout_{m}" in payload and f"baseline_{m}" in payload:
+                    chart = wandb.plot.line_series(
+                        xs=list(payload["horizon"]),
+                        ys=[list(payload[f"rollout_{m}"]), list(payload[f"baseline_{m}"])],
+                        keys=["model rollout", "copy-last frame"],
+                        title=f"rollout {m.upper()} per horizon step (epoch {payload.get('epoch')})",
+                        xname="steps after the context",
+                    )
+                    self._run.log({f"eval/rollout_{m}_per_horizon": chart}, step=step)
+        elif kind == "alert":
+            self._run.log({"alert": wandb.Html(f"<pre>{payload.get('message', '')}</pre>")}, step=step)
+
+    def artifact(self, kind, path, step=None, meta=None):
+        """Rollout videos (truth | prediction | error), logged at their evaluation's step."""
+        if kind == "video" and Path(path).is_file():
+            import wandb  # noqa: PLC0415 - optional
+
+            self._run.log({"eval/rollout_video": wandb.Video(str(path), format="mp4")}, step=step)
+
     def close(self):
         self._run.finish()
 

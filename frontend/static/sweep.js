@@ -87,7 +87,11 @@ async function mountSweep(root, id) {
     curves.querySelector("p")?.remove();
     curveNote.textContent = traces.some((t) => t.meta?.reference)
       ? `Dashed: each configuration's copy-last-frame baseline (${REFERENCE[key]}, mean over seeds) from the same evaluations.` : "";
-    await Plotly.react(curves, traces, baseLayout({ height: 340, yaxis: { title: { text: key }, gridcolor: "#eee" } }), PLOT_CONFIG);
+    const xs = traces.flatMap((t) => t.x);
+    const short = xs.length && Math.max(...xs) - Math.min(...xs) <= 12; // whole steps only, not 1.5, 2.5, ...
+    await Plotly.react(curves, traces, baseLayout({ height: 340, yaxis: { title: { text: key }, gridcolor: "#eee" },
+      xaxis: { title: { text: "step", standoff: 4 }, gridcolor: "#eee", automargin: true, ...(short ? { dtick: 1 } : {}) } }),
+    PLOT_CONFIG);
   }
 
   function drawHeader() {
@@ -170,7 +174,8 @@ async function mountSweep(root, id) {
   function drawRuns() {
     const s = sweep;
     clear(runsBox, h("h2", "Runs"), h("table#sweep-runs",
-      h("thead", h("tr", ["Run", "Config", "Seed", "Status", `Last ${s.metric}`, "Note"].map((t) => h("th", t)))),
+      h("thead", h("tr", ["Run", "Config", "Seed", "Status"].map((t) => h("th", t)), h("th.num", `Last ${s.metric}`),
+        h("th", "Note"))),
       h("tbody", s.runs.map((r) => h("tr",
         h("td", h("a", { href: `/runs/${r.id}` }, `${r.id}`)), h("td", r.sweep_config), h("td", r.seed),
         h("td", statusBadge(r.status === "queued" && r.held ? "held" : r.status)),
