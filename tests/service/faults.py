@@ -59,6 +59,13 @@ def jsonl_points(path: Path, until: int | None = None) -> set[tuple[str, int]]:
     return out
 
 
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def run(url: str, rid: int) -> dict:
     return httpx.get(f"{url}/api/runs/{rid}", timeout=30).json()
 

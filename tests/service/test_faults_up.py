@@ -16,6 +16,7 @@ from faults import (
     Up,
     alive,
     free_port,
+    healthy,
     jsonl_points,
     procs_with_env,
     run,
@@ -77,7 +78,7 @@ def test_sigkill_train_worker_marks_its_run_lost_now_and_the_rest_keeps_running(
     os.kill(api, signal.SIGKILL)
     t0 = time.monotonic()
     wait_for(lambda: up.child("worker.supervisor api") not in (None, api), 30, "a new API process", up.logs)
-    wait_for(lambda: run(up.url, child["id"]), 30, "the API answering again", up.logs)
+    wait_for(lambda: healthy(up.url), 60, "the API answering again", up.logs)
     api_back = time.monotonic() - t0
     assert up.child("redis-server") == redis_pid
     done = wait_for(status_is(up.url, child["id"], "succeeded", "failed", "lost"), 300, "the resume", up.logs)
