@@ -148,9 +148,16 @@ def run_synthetic(args: argparse.Namespace) -> int:
         ratio = sum(ev["ratio"]) / len(ev["ratio"])
         print(f"trained {result.steps} steps in {time.perf_counter() - t0:.1f} s on {cfg.device}")
         print(f"loss: first {k} logged {first:.2f} -> last {k} logged {last:.2f}")
-        print(f"rollout MSE after {ev['context_frames']} context frames on {ev['clips']} clips, per horizon step:")
+        print(
+            f"rollout MSE after {ev['context_frames']} context frames on {ev['clips']} clips, per horizon step:"
+        )
         for h, m, b, mf, r in zip(
-            ev["horizon"], ev["rollout_mse"], ev["copy_last_mse"], ev["mean_frame_mse"], ev["ratio"], strict=True
+            ev["horizon"],
+            ev["rollout_mse"],
+            ev["copy_last_mse"],
+            ev["mean_frame_mse"],
+            ev["ratio"],
+            strict=True,
         ):
             print(f"  h={h}: model {m:.5f}  copy-last {b:.5f}  mean frame {mf:.5f}  ratio {r:.2f}")
         print(
@@ -162,7 +169,9 @@ def run_synthetic(args: argparse.Namespace) -> int:
         if not model < base:
             return fail(f"open-loop rollouts ({model:.5f}) do not beat copy-last-frame ({base:.5f})")
         if not ratio < 1.0:
-            return fail(f"open-loop rollouts do not beat the better of copy-last and mean frame (ratio {ratio:.2f})")
+            return fail(
+                f"open-loop rollouts do not beat the better of copy-last and mean frame (ratio {ratio:.2f})"
+            )
     print("OK: loss falls and open-loop rollouts beat copy-last-frame and the mean frame")
     return 0
 

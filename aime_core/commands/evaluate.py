@@ -10,22 +10,27 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="Score a checkpoint's open-loop rollouts against copy-last-frame on its held-out episodes.",
+        help="Score a checkpoint's open-loop rollouts against copy-last and mean frame on its held-out episodes.",
         description="Rebuild the checkpoint run's validation split, observe --context frames, roll out "
-        "--horizon steps open loop on the recorded actions, and print MSE/PSNR per horizon step next to the "
-        "copy-last-frame baseline. Horizons past the training clip length test generation beyond it.",
+        "--horizon steps open loop on the recorded actions, and print the MSE per horizon step next to the "
+        "copy-last-frame and mean-training-frame baselines (all and moving pixels, and states through a linear "
+        "probe when the dataset has them). Horizons past the training clip length test generation beyond it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", help="a .pt file written by aime train (best.pt, last.pt, ckpt_epoch_N.pt)")
     p.add_argument("--horizon", type=int, default=0, help="open-loop steps (0: the run's eval_horizon)")
     p.add_argument("--context", type=int, default=0, help="observed frames k (0: the run's rollout_context)")
-    p.add_argument("--clips", type=int, default=0, help="held-out clips to average over (0: the run's eval_clips)")
+    p.add_argument(
+        "--clips", type=int, default=0, help="held-out clips to average over (0: the run's eval_clips)"
+    )
     p.add_argument("--data", default=None, help="dataset (default: the one the run trained on)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--sample", action="store_true", help="sample z from the prior instead of its mode")
     p.add_argument("--video", default=None, metavar="MP4", help="also write truth | prediction | error")
     p.add_argument(
-        "--states", action="store_true", help="fail unless the dataset has physics states to score in state space"
+        "--states",
+        action="store_true",
+        help="fail unless the dataset has physics states to score in state space",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -59,28 +64,30 @@ def run(args: argparse.Namespace) -> int:
 
 def format_result(res: dict) -> str:
     k, L = res["context_frames"], res["video_length"]
+    states = "state_ratio" in res
     lines = [
         f"{res['checkpoint']} (epoch {res['epoch']}, step {res['step']}) on {res['clips']} held-out clips of "
         f"{res['val_episodes']} episodes in {res['data']}",
         f"reconstruction: MSE {res['recon_mse']:.5f}, PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.3f}",
-        f"open loop after {k} observed frames (training clips: {L} frames; * = past that length):",
-        "     h   model MSE  copy-last MSE  ratio   model PSNR  copy-last PSNR",
+        f"open loop after {k} observed frames (training clips: {L} frames; * = past that length); ratio = model / "
+        "the better of copy-last and mean frame; moving = pixels whose training std > 0.02"
+        + ("; state = linear probe on the physics state" if states else ""),
+        "     h   model MSE  copy-last   mean frame   ratio  moving ratio"
+        + ("  state ratio" if states else ""),
     ]
-    for h, m, b, mp, bp in zip(
-        res["horizon"],
-        res["rollout_mse"],
-        res["baseline_mse"],
-        res["rollout_psnr"],
-        res["baseline_psnr"],
-        strict=True,
-    ):
+    for i, h in enumerate(res["horizon"]):
         mark = "*" if k + h > L else " "
-        lines.append(f"  {h:3d}{mark}  {m:9.5f}  {b:13.5f}  {m / b:5.2f}   {mp:10.2f}  {bp:14.2f}")
-    m, b = (sum(res[x]) / len(res[x]) for x in ("rollout_mse", "baseline_mse"))
-    wins = sum(x < y for x, y in zip(res["rollout_mse"], res["baseline_mse"], strict=True))
+        line = (
+            f"  {h:3d}{mark}  {res['rollout_mse'][i]:9.5f}  {res['copy_last_mse'][i]:9.5f}  "
+            f"{res['mean_frame_mse'][i]:10.5f}  {res['ratio'][i]:6.2f}  {res['ratio_moving'][i]:12.2f}"
+        )
+        lines.append(line + (f"  {res['state_ratio'][i]:11.2f}" if states else ""))
+    n = len(res["horizon"])
+    wins = sum(r < 1 for r in res["ratio"])
     lines.append(
-        f"mean: model {m:.5f} vs copy-last {b:.5f} (ratio {m / b:.2f}); model better at {wins} of "
-        f"{len(res['horizon'])} horizon steps"
+        f"mean ratio {sum(res['ratio']) / n:.2f} (moving pixels {sum(res['ratio_moving']) / n:.2f}"
+        + (f", state {sum(res['state_ratio']) / n:.2f}" if states else "")
+        + f"); model better than both baselines at {wins} of {n} horizon steps"
     )
     if res.get("video"):
         lines.append(f"video: {res['video']}")

@@ -18,12 +18,23 @@ def test_test_generation_passes_after_short_training(tmp_path, capsys):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+def test_test_synthetic_passes_and_beats_both_baselines(tmp_path, capsys):
+    rc = main(["test-synthetic", "--keep", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "OK: loss falls and open-loop rollouts beat copy-last-frame and the mean frame" in out
+    ratio = float(out.split("ratio to the better baseline ")[1].split(";")[0])
+    assert ratio < 1.0
+
+
 def test_train_without_data_prints_collect_command(tmp_path, capsys):
     data = tmp_path / "missing.hdf5"
     rc = main(["train", "--tier", "1", "--data", str(data), "--checkpoint_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 1
-    assert f"aime collect --tier 1 --domain cartpole --task swingup --img-size 64 --out {data}" in err
+    assert (
+        f"aime collect --tier 1 --domain cartpole --task swingup --img-size 64 --action-repeat 4 --out {data}" in err
+    )
 
 
 def test_tier_script_banner_passes_flags_and_env(tmp_path):

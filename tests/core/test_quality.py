@@ -87,10 +87,15 @@ def test_new_loss_terms_are_finite_and_fall_on_synthetic_data(synthetic_dataset,
 def test_baselines_and_moving_pixels_match_numpy(synthetic_dataset):
     info = read_info(synthetic_dataset)
     train_ids, val_ids = dataset_split(info, 0.1)
-    train_store, val_store = EpisodeStore.load(synthetic_dataset, train_ids), EpisodeStore.load(synthetic_dataset, val_ids)
+    train_store, val_store = (
+        EpisodeStore.load(synthetic_dataset, train_ids),
+        EpisodeStore.load(synthetic_dataset, val_ids),
+    )
     mean, std = train_store.frame_stats()
     # The streaming file reader gives the same statistics as the in-memory store, and both match numpy.
-    np.testing.assert_array_equal(np.stack(file_frame_stats(synthetic_dataset, train_ids)), np.stack([mean, std]))
+    np.testing.assert_array_equal(
+        np.stack(file_frame_stats(synthetic_dataset, train_ids)), np.stack([mean, std])
+    )
     every = np.concatenate(train_store.observations).astype(np.float64) / 255
     np.testing.assert_allclose(mean, every.mean(0), atol=1e-6)
     np.testing.assert_allclose(std, every.std(0), atol=1e-5)
