@@ -158,6 +158,12 @@ def test_nan_run_shows_banner_and_marker(page, stack, shot):
         "(document.getElementById('chart-losses')?.data || []).some((t) => t.name === 'NaN/Inf' && t.x.includes(3))"
     )
     stack.wait_status(run["id"])
+    # One non-finite step is reported once: one banner row, and the log tail counts repeats instead of repeating.
+    page.reload()
+    page.locator("#nan-banner .banner.nan").wait_for()
+    assert page.locator("#nan-banner .banner.nan .row").count() == 1
+    page.locator("#log-tail div", has_text="non-finite").first.wait_for()
+    assert page.locator("#log-tail div", has_text="non-finite").count() == 1
     shot("run-nan")
     page.locator("#nan-banner button", has_text="Acknowledge").first.click()
     page.wait_for_function("!document.querySelector('#nan-banner .banner.nan')")
@@ -216,11 +222,23 @@ def test_runs_page_selects_runs_for_comparison(page, stack, shot, two_seeds):
         row.wait_for()
         assert "succeeded" in row.inner_text()
         row.locator("input[type=checkbox]").check()
+    # Config fields as columns, chosen by the user and kept in the browser.
+    page.click("#column-picker summary")
+    page.locator('#column-picker input[data-column="lr"]').check()
+    page.locator('#runs-table th[data-column="lr"]').wait_for()
+    lr = two_seeds[0]["config"]["lr"]
+    cell = page.locator(f'#runs-table tr[data-run-id="{ids[0]}"] td.config-col').first
+    assert float(cell.inner_text()) == pytest.approx(lr)
+    page.click("#column-picker summary")  # close
     shot("runs")
     page.select_option('select[name="status"]', "failed")
     page.locator(".empty", has_text="No run matches").wait_for()
     page.select_option('select[name="status"]', "succeeded")
     page.locator(f'#runs-table tr[data-run-id="{ids[0]}"]').wait_for()
+    page.reload()  # the chosen column stays; the selection does not
+    page.locator('#runs-table th[data-column="lr"]').wait_for()
+    for i in ids:
+        page.locator(f'#runs-table tr[data-run-id="{i}"] input[type=checkbox]').check()
     page.click("text=Compare selected (2)")
     page.wait_for_url(re.compile(r"/compare\?runs="))
     assert sorted(int(x) for x in page.url.split("runs=")[1].split("&")[0].split(",")) == sorted(ids)
