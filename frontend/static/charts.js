@@ -290,6 +290,7 @@ export class MetricChart {
       layout.annotations = [{ text: "no data yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
         font: { color: "#888" } }];
     }
+    this.div.querySelector(":scope > .skeleton")?.remove(); // the placeholder shown until the first draw
     this.drawing = true;
     window.Plotly.react(this.div, traces, layout, PLOT_CONFIG).finally(() => (this.drawing = false));
   }

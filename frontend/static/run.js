@@ -24,6 +24,8 @@ const CHART_GROUPS = [
   ["epoch", "Time per epoch", ["perf/epoch_time"], { yTitle: "seconds per epoch" }],
 ];
 const ACTIVE = ["queued", "running"];
+// Charts of per-epoch series: they appear with their first point (an epoch end), not as empty axes before it.
+const LAZY = new Set(["val", "epoch"]);
 const FINISHED = ["failed", "cancelled", "lost", "succeeded"];
 
 export async function mount(root, { params }) {
@@ -267,10 +269,10 @@ export async function mount(root, { params }) {
     building = (async () => {
       const meta = await api(`/runs/${id}/metrics`);
       const known = new Set(meta.map((m) => m.key));
-      // A training run shows its panels from the start (they fill live); a collection only what it has. The
-      // validation chart waits for its first point (once per epoch).
+      // A training run shows its per-step panels from the start (they fill live); a collection only what it has;
+      // the per-epoch charts wait for their first point.
       for (const [name, title, keys, opts] of CHART_GROUPS) {
-        if ((!train || name === "val") && !keys.some((k) => known.has(k))) continue;
+        if ((!train || LAZY.has(name)) && !keys.some((k) => known.has(k))) continue;
         addChart(name, title, keys, opts);
       }
       await ensurePlotly();
@@ -281,7 +283,8 @@ export async function mount(root, { params }) {
   }
 
   function addChart(name, title, keys, opts) {
-    const div = h("div.chart", { id: `chart-${name}`, role: "img", "aria-label": `${title}: ${keys.join(", ")}` });
+    const div = h("div.chart", { id: `chart-${name}`, role: "img", "aria-label": `${title}: ${keys.join(", ")}` },
+      loading(`${title}: loading…`));
     const card = h("div.card", div);
     const after = CHART_GROUPS.findIndex((g) => g[0] === name);
     const next = [...chartsBox.children].find((el) => CHART_GROUPS.findIndex((g) => `chart-${g[0]}` === el.firstChild?.id) > after);
@@ -296,11 +299,9 @@ export async function mount(root, { params }) {
     for (const p of d.points) {
       const old = run.latest[p.key];
       if (!old || p.step >= old[0]) run.latest[p.key] = [p.step, p.value];
-      // The validation chart appears with its first point.
-      if (p.key.startsWith("val/") && !charts.has("val") && building) {
-        const [name, title, keys, opts] = CHART_GROUPS.find((g) => g[0] === "val");
-        addChart(name, title, keys, opts).load();
-      }
+      // A per-epoch chart appears with its first point.
+      const lazy = building && CHART_GROUPS.find((g) => LAZY.has(g[0]) && !charts.has(g[0]) && g[2].includes(p.key));
+      if (lazy) addChart(...lazy).load();
       for (const c of charts.values()) c.push(p.key, p.step, p.value);
     }
     const el = document.getElementById("latest-loss");
