@@ -141,15 +141,22 @@ export class MetricChart {
     this.div.on("plotly_relayout", (ev) => this.onRelayout(ev));
   }
 
+  // Only the keys the run has (`present`, from GET /api/runs/{id}/metrics) or that arrived live are fetched: a
+  // chart's other keys (a term this run does not log) would be requests for nothing.
+  setPresent(keys) {
+    this.present = new Set(keys);
+  }
+
   async refetch() {
     this.fetching = true;
     const [lo, hi] = this.range ?? [undefined, undefined];
+    const wanted = this.present ? this.keys.filter((k) => this.present.has(k) || this.series.has(k)) : this.keys;
     const results = await Promise.all(
-      this.keys.map((k) =>
+      wanted.map((k) =>
         fetchSeries(this.runId, k, { buckets: this.buckets, stepMin: lo, stepMax: hi }).catch(() => null),
       ),
     );
-    this.keys.forEach((k, i) => results[i] && this.series.set(k, results[i]));
+    wanted.forEach((k, i) => results[i] && this.series.set(k, results[i]));
     this.fetching = false;
     this.draw();
   }

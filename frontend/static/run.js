@@ -273,7 +273,7 @@ export async function mount(root, { params }) {
       // the per-epoch charts wait for their first point.
       for (const [name, title, keys, opts] of CHART_GROUPS) {
         if ((!train || LAZY.has(name)) && !keys.some((k) => known.has(k))) continue;
-        addChart(name, title, keys, opts);
+        addChart(name, title, keys, opts).setPresent(keys.filter((k) => known.has(k)));
       }
       await ensurePlotly();
       await Promise.all([...charts.values()].map((c) => c.load()));
@@ -317,7 +317,15 @@ export async function mount(root, { params }) {
     metrics: (d) => (pending ? pending.push(d) : onMetrics(d)),
     // The server is subscribed from here on. Charts fetched before this may lack points sent in between.
     ready: () => {
-      if (!pending) for (const c of charts.values()) c.refetch();
+      if (!pending) {
+        api(`/runs/${id}/metrics`).then((meta) => {
+          const known = new Set(meta.map((m) => m.key));
+          for (const c of charts.values()) {
+            c.setPresent(c.keys.filter((k) => known.has(k)));
+            c.refetch();
+          }
+        }).catch(() => {});
+      }
       // A status change in that gap (a queued run that started) would be missed: read the run again.
       reloadRun();
     },

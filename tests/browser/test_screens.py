@@ -42,9 +42,15 @@ def test_pages_look_right_at_1280_and_1920(browser, stack, pair):
         page.on("pageerror", lambda e: errors.append(str(e)))
         for name, path in paths.items():
             page.goto(path)
-            page.wait_for_timeout(
-                2500
-            )  # live pages keep an event stream open: no "network idle"; charts draw
+            # Live pages keep an event stream open (no "network idle"): wait until no loading placeholder is left
+            # (polled with evaluate: wait_for_function's eval is refused by the CSP enforced here).
+            page.wait_for_timeout(500)
+            for _ in range(150):
+                if not page.evaluate("document.querySelectorAll('.skeleton').length"):
+                    break
+                page.wait_for_timeout(200)
+            assert not page.evaluate("document.querySelectorAll('.skeleton').length"), f"{name} still loading"
+            page.wait_for_timeout(500)
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{name} at {width} px scrolls sideways by {overflow} px"
             page.evaluate("window.scrollTo(0, 0)")
