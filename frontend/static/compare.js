@@ -9,7 +9,8 @@ import { epochTimeTable } from "./perftable.js";
 
 // Fields that differ between seeds of one experiment without making it a different configuration.
 const PER_SEED = new Set(["seed", "checkpoint_dir", "data_path", "resume", "wandb_project"]);
-const FINAL_KEYS = ["loss", "val/loss", "eval/rollout_mse", "eval/baseline_mse", "eval/psnr", "eval/ssim"];
+// eval/rollout_ratio: rollout error over the better trivial baseline (below 1: the model wins); absent in older runs.
+const FINAL_KEYS = ["loss", "val/loss", "eval/rollout_mse", "eval/baseline_mse", "eval/rollout_ratio", "eval/psnr", "eval/ssim"];
 // A model metric and its copy-last-frame reference, drawn dashed beside it (absent in runs without evaluations).
 export const REFERENCE = { "eval/rollout_mse": "eval/baseline_mse", "eval/rollout_psnr": "eval/baseline_psnr" };
 const X_MODES = { step: "step", epoch: "epoch", wall: "wall time (s)", fraction: "fraction of the run's budget" };
