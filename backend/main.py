@@ -69,8 +69,8 @@ app = FastAPI(
     docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
     redoc_url=None,
 )
-for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
 diskfull.install(app)  # a full data disk: writes answer 507 (the worker sink re-sends), reads keep working
+for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
     app.include_router(module.router)
 # Host allow-list, same-origin and token checks before any body is read, body limits, security headers.
 app.add_middleware(SecurityMiddleware)
