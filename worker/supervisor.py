@@ -31,13 +31,22 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} aime: {msg}", file=sys.stderr, flush=True)
 
 
+def _prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:  # resolved here, in the parent: the child between fork and exec only calls it
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
 def _die_with_parent(parent: int) -> None:
-    """In the child between fork and exec: SIGKILL when the parent dies (Linux), and its own session."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    """In the child between fork and exec: SIGKILL when the parent dies (Linux)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -90,7 +99,8 @@ class Child:
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
-                preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509 - only prctl/setsid, no locks
+                preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509 - one prctl call, no locks
+                start_new_session=True,  # Ctrl-C reaches the supervisor only, which stops children in order
                 pass_fds=(read,),
             )
         finally:

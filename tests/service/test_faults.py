@@ -23,6 +23,7 @@ from faults import (
     children,
     jsonl_points,
     run,
+    started_count,
     status_is,
     stored_points,
     wait_for,
@@ -90,7 +91,7 @@ def test_sigkill_one_child_of_aime_worker_gpus_stops_only_its_run(live, tmp_path
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_env", ["postgres"], indirect=True)
 def test_database_gone_for_seconds_loses_no_point(db_env, service_env, tmp_path):
-    """The database vanishes (its schema renamed) for 10 s under a running run: the API answers 500 meanwhile,
+    """The database vanishes (its schema renamed) for 15 s under a running run: the API answers 500 meanwhile,
     the sink spools and re-sends, the run ends `succeeded` with every point stored once."""
     from conftest import Live
     from sqlalchemy import create_engine, text
@@ -110,7 +111,7 @@ def test_database_gone_for_seconds_loses_no_point(db_env, service_env, tmp_path)
             conn.execute(text(f"ALTER SCHEMA {schema} RENAME TO {hidden}"))
         try:
             assert httpx.get(f"{stack.url}/api/runs/{rid}", timeout=30).status_code == 500
-            time.sleep(10)  # the outage itself (the trainer goes on; the sink holds its batches)
+            time.sleep(15)  # the outage itself (the trainer goes on; the sink holds its batches)
         finally:
             with engine.begin() as conn:
                 conn.execute(text(f"ALTER SCHEMA {hidden} RENAME TO {schema}"))
@@ -120,7 +121,7 @@ def test_database_gone_for_seconds_loses_no_point(db_env, service_env, tmp_path)
         stored = stored_points(stack.url, rid)
         assert expected and expected == stored, sorted(expected ^ stored)[:10]
         print(
-            f"DRILL database gone 10 s: run {done['status']}, points {len(expected)} logged, {len(stored)} stored"
+            f"DRILL database gone 15 s: run {done['status']}, points {len(expected)} logged, {len(stored)} stored"
         )
     finally:
         stack.close()
@@ -242,6 +243,25 @@ def test_reconcile_resends_queued_runs_the_broker_lost_exactly_once(client, monk
     assert len(r.lrange(f"{settings.redis_prefix}synthetic", 0, -1)) == 3
     log = client.get(f"/api/runs/{ids[0]}/log").json()["text"]
     assert "queued again" in log
+
+
+def test_a_duplicate_message_runs_once_the_worker_claims_through_the_api(live):
+    """Reconciliation may send a run twice (a message in a worker's hands is in no Redis key for an instant): the
+    worker claims the run with `POST /start`, which succeeds once; every other copy is skipped."""
+    from backend.core import celery_client
+
+    worker = live.start_worker()
+    body = {"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True}
+    rid = _launch(live.url, live.env["AIME_API_TOKEN"], body)["id"]
+    for _ in range(2):
+        celery_client.send_run("collect", rid, "synthetic")
+    done = wait_for(status_is(live.url, rid, "succeeded", "failed"), 120, "the collection", live.logs)
+    assert done["status"] == "succeeded", done["error"]
+    log = Path(live.tmp / "worker-0.log")
+    wait_for(
+        lambda: log.read_text().count(f"run {rid}: not started") == 2, 60, "both copies skipped", live.logs
+    )
+    assert started_count(live.url, rid) == 1 and worker.poll() is None
 
 
 def test_queue_page_says_broker_unreachable_instead_of_500(client, monkeypatch):
