@@ -14,13 +14,14 @@ Event kinds used across the project:
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from aime_core import jsonnum
 
 ShouldStop = Callable[[], bool]
 
@@ -84,11 +85,7 @@ class MultiSink(Sink):
         self._each("close")
 
 
-def _json_value(value: Any) -> Any:
-    # JSON has no NaN/Inf: write them as strings so the file stays standard and the value is not lost.
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
+_json_value = jsonnum.encode  # JSON has no NaN/Inf: strings keep the file standard and the value
 
 
 class JsonlSink(Sink):
@@ -115,7 +112,7 @@ class JsonlSink(Sink):
 
     def event(self, kind, payload):
         self._write(
-            {"type": "event", "kind": kind, "payload": {k: _json_value(v) for k, v in payload.items()}}
+            {"type": "event", "kind": kind, "payload": _json_value(dict(payload))}
         )
 
     def artifact(self, kind, path, step=None, meta=None):
@@ -133,7 +130,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     for line in Path(path).read_text().splitlines():
         record = json.loads(line)
         if record.get("type") == "metrics":
-            record["values"] = {k: float(v) for k, v in record["values"].items()}
+            record["values"] = {k: jsonnum.decode(v) for k, v in record["values"].items()}
         out.append(record)
     return out
 

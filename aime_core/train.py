@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from aime_core import checkpoint as ckpt
+from aime_core import paths
 from aime_core.config import TrainConfig, collect_command, collect_config_for, run_name, to_dict
 from aime_core.data import DataError, EpisodeStore, dataset_split, read_info
 from aime_core.evaluate import HeldOut, eval_metrics
@@ -84,7 +85,7 @@ def setup_debug(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, sinks: Sink | None = None, should_stop: ShouldStop = never_stop) -> TrainResult:
     """Train one model. Adds a JSONL sink (and wandb when configured); closes only the sinks it made."""
-    run_dir = Path(cfg.checkpoint_dir or Path("checkpoints") / run_name(cfg))
+    run_dir = paths.run_dir(cfg.checkpoint_dir, run_name(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
     own = [JsonlSink(run_dir / "metrics.jsonl")]
     wandb = maybe_wandb(cfg.wandb_project, run_name(cfg), to_dict(cfg))

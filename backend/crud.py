@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, or_
 from sqlmodel import Session, select
 
 from aime_core import config as C
-from backend import security
+from backend import queueing, security
 from backend.core import celery_client
 from backend.core.pubsub import Publisher
 from backend.core.settings import Settings, get_settings
@@ -80,47 +80,6 @@ def confine_paths(settings: Settings, values: dict[str, Any]) -> None:
                 raise C.ConfigError(name, str(exc)) from None
 
 
-def _new_run(kind: str, cfg: Any, tags: list[str], notes: str = "", parent_id: int | None = None) -> Run:
-    return Run(
-        kind=kind,
-        name=C.run_name(cfg),
-        tier=cfg.tier,
-        preset=cfg.preset,
-        domain=cfg.domain,
-        task=cfg.task,
-        seed=cfg.seed,
-        synthetic=cfg.synthetic,
-        config=C.to_dict(cfg),
-        tags=list(tags),
-        notes=notes,
-        parent_id=parent_id,
-    )
-
-
-def _set_run_dir(settings: Settings, run: Run, given: bool) -> None:
-    # A given directory was made absolute by confine_paths; a relative one is the CLI default (never the API's cwd).
-    if run.kind == "train" and not (given and Path(run.config.get("checkpoint_dir") or "").is_absolute()):
-        run.config = {**run.config, "checkpoint_dir": str(settings.runs_dir / f"{run.id}-{run.name}")}
-
-
-NOT_SENT = "not sent to the broker yet: it is unreachable"
-
-
-def _enqueue(session: Session, run: Run) -> None:
-    try:
-        run.celery_task_id = celery_client.send_run(run.kind, run.id, run.synthetic)
-    except Exception as exc:  # noqa: BLE001 - broker down: the run stays queued, sent when the broker is back
-        run.error = f"{NOT_SENT} ({exc}); it is sent when the broker answers again (backend/reconcile.py)"
-    session.add(run)
-
-
-def _active_collection(session: Session, path: str) -> Run | None:
-    for run in session.exec(select(Run).where(Run.kind == "collect", Run.status.in_(("queued", "running")))):
-        if run.config.get("data_path") == path:
-            return run
-    return None
-
-
 def create_runs(session: Session, settings: Settings, pub: Publisher, body: RunCreate) -> list[Run]:
     """Insert and enqueue one run per seed; a train run whose dataset is missing waits for its collection."""
     seeds = body.seeds if body.seeds else [body.seed]
@@ -128,16 +87,16 @@ def create_runs(session: Session, settings: Settings, pub: Publisher, body: RunC
     group = f"g{uuid.uuid4().hex[:10]}" if len(seeds) > 1 else None  # a seed group: mean ± std on the server
     runs: list[Run] = []
     for cfg in configs:
-        run = _new_run(body.kind, cfg, body.tags, body.notes)
+        run = queueing.new_run(body.kind, cfg, body.tags, body.notes)
         run.group_id = group
         session.add(run)
         session.flush()
-        _set_run_dir(settings, run, "checkpoint_dir" in body.overrides)
+        queueing.set_run_dir(settings, run, "checkpoint_dir" in body.overrides)
         if body.kind == "train":
-            _attach_dataset(session, settings, pub, run, cfg)
+            queueing.attach_dataset(session, settings, pub, run, cfg)
         if run.waits_for_id is None:
             session.commit()  # the worker must find the row when the task arrives
-            _enqueue(session, run)
+            queueing.enqueue(session, run)
         session.commit()
         session.refresh(run)
         pub.publish("status", run.id, {"status": run.status, "kind": run.kind, "name": run.name})
@@ -145,42 +104,6 @@ def create_runs(session: Session, settings: Settings, pub: Publisher, body: RunC
     for run in runs:  # each commit expired the earlier ones
         session.refresh(run)
     return runs
-
-
-def _attach_dataset(session: Session, settings: Settings, pub: Publisher, run: Run, cfg: Any) -> None:
-    path = cfg.data_path
-    dataset = session.exec(select(Dataset).where(Dataset.path == path)).first()
-    if dataset is not None or Path(path).exists():
-        run.dataset_id = dataset.id if dataset else None
-        return
-    collection = _active_collection(session, path)
-    if collection is None:
-        ccfg = C.collect_config_for(cfg)
-        collection = _new_run("collect", ccfg, run.tags, f"dataset for run {run.id}")
-        session.add(collection)
-        session.flush()
-        session.commit()
-        _enqueue(session, collection)
-        pub.publish("status", collection.id, {"status": "queued", "kind": "collect", "name": collection.name})
-    run.waits_for_id = collection.id
-    session.add(run)
-
-
-def _release_waiting(session: Session, pub: Publisher, collection: Run, dataset: Dataset | None) -> None:
-    """A collection ended: enqueue the training runs that waited for it, or fail them."""
-    waiting = session.exec(select(Run).where(Run.waits_for_id == collection.id, Run.status == "queued")).all()
-    for run in waiting:
-        if collection.status == "succeeded":
-            run.dataset_id = dataset.id if dataset else None
-            run.waits_for_id = None
-            session.commit()
-            _enqueue(session, run)
-        else:
-            run.status, run.finished_at = "failed", utcnow()
-            run.error = f"its dataset collection (run {collection.id}) ended {collection.status}"
-            pub.publish("status", run.id, {"status": run.status, "error": run.error})
-        session.add(run)
-    session.commit()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,17 +195,9 @@ def finish_run(
     session.refresh(run)
     pub.publish("status", run.id, {"status": status, "error": error})
     if run.kind == "collect":
-        _release_waiting(session, pub, run, dataset)
-    _sweep_run_ended(session, pub, run)
+        queueing.release_waiting(session, pub, run, dataset)
+    queueing.run_ended(session, pub, run)
     return run
-
-
-def _sweep_run_ended(session: Session, pub: Publisher, run: Run) -> None:
-    """A sweep run ended: the sweep queues its next held run (its parallel limit); imported late (cycle)."""
-    if run.sweep_id is not None:
-        from backend import sweeps
-
-        sweeps.on_run_end(session, pub, run)
 
 
 def register_dataset(session: Session, pub: Publisher, run: Run, info: dict) -> Dataset:
@@ -323,7 +238,7 @@ def mark_lost(session: Session, pub: Publisher, timeout_s: float) -> list[int]:
     for run in stale:
         pub.publish("status", run.id, {"status": "lost", "error": run.error})
         pub.publish("alert", run.id, {"kind": "lost", "key": "heartbeat", "message": run.error})
-        _sweep_run_ended(session, pub, run)
+        queueing.run_ended(session, pub, run)
     return [r.id for r in stale]
 
 
@@ -341,7 +256,7 @@ def mark_worker_lost(session: Session, pub: Publisher, host: str, pid: int, reas
     for run in runs:
         pub.publish("status", run.id, {"status": "lost", "error": run.error})
         pub.publish("alert", run.id, {"kind": "lost", "key": "worker", "message": run.error})
-        _sweep_run_ended(session, pub, run)
+        queueing.run_ended(session, pub, run)
     return [r.id for r in runs]
 
 
@@ -364,10 +279,10 @@ def cancel_run(session: Session, pub: Publisher, run: Run) -> Run:
     session.refresh(run)
     pub.publish("status", run.id, {"status": run.status, "cancel_requested": run.cancel_requested})
     if run.kind == "collect" and run.status == "cancelled":
-        _release_waiting(session, pub, run, None)
+        queueing.release_waiting(session, pub, run, None)
         session.refresh(run)
     if run.status == "cancelled":
-        _sweep_run_ended(session, pub, run)
+        queueing.run_ended(session, pub, run)
     return run
 
 
@@ -408,7 +323,7 @@ def _clone(
         confine_paths(settings, paths)
     except C.ConfigError as exc:
         raise Conflict(str(exc)) from None
-    child = _new_run(run.kind, cfg, run.tags, run.notes, parent_id=run.id)
+    child = queueing.new_run(run.kind, cfg, run.tags, run.notes, parent_id=run.id)
     child.dataset_id = run.dataset_id
     # A retried or resumed run takes its parent's place in a sweep and seed group (leaderboards and group
     # bands count the newest run of each lineage, see `replacements`), and keeps its promotion lineage.
@@ -421,7 +336,7 @@ def _clone(
             session.add(sweep)
     session.add(child)
     session.flush()
-    _set_run_dir(settings, child, False)
+    queueing.set_run_dir(settings, child, False)
     if copy_until >= 0:  # the resumed trainer logs from the checkpoint's step on; earlier points come along
         cols = [MetricPoint.key, MetricPoint.step, MetricPoint.value, MetricPoint.wall_time]
         rows = session.exec(
@@ -433,17 +348,11 @@ def _clone(
         latest = {k: v for k, v in run.latest.items() if v[0] <= copy_until}
         child.latest = latest
     session.commit()
-    _enqueue(session, child)
+    queueing.enqueue(session, child)
     session.commit()
     session.refresh(child)
     pub.publish("status", child.id, {"status": "queued", "kind": child.kind, "parent_id": run.id})
     return child
-
-
-def replacements(runs) -> dict[int, int]:
-    """Among `runs` (rows with id and parent_id, in id order): parent id -> the newest retry or resume of it."""
-    ids = {r.id for r in runs}
-    return {r.parent_id: r.id for r in runs if r.parent_id in ids}
 
 
 def inside(root: Path, path: str | Path) -> bool:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from sqlmodel import Session, select
 
-from backend import crud
+from backend import crud, queueing
 from backend.core.pubsub import Publisher
 from backend.models import FINAL_STATUSES, MetricPoint, Run, Sweep
 
@@ -60,7 +60,7 @@ def _check_divergence(session: Session, pub: Publisher, run: Run, sweep: Sweep, 
     members = session.exec(
         select(Run.id, Run.parent_id).where(Run.sweep_id == sweep.id).order_by(Run.id)
     ).all()
-    replaced = crud.replacements(members)  # a resumed run's parent holds the same history: count it once
+    replaced = queueing.replacements(members)  # a resumed run's parent holds the same history: count it once
     others = [r.id for r in members if r.id != run.id and r.id not in replaced]
     rows = session.exec(
         select(M.step, M.value).where(

@@ -9,7 +9,8 @@ import numpy as np
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from backend import crud
+from aime_core import jsonnum
+from backend import queueing
 from backend.models import MetricPoint, Run, Sweep
 
 
@@ -35,7 +36,7 @@ def leaderboard(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
     """Configurations ranked by mean of the metric over seeds (runs stopped early, failed, or replaced by their
     retry or resume are left out)."""
     runs = session.exec(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.id)).all()
-    replaced = crud.replacements(runs)
+    replaced = queueing.replacements(runs)
     values = final_values(session, [r.id for r in runs], sweep.metric)
     rows = []
     for c in sweep.configs:
@@ -56,7 +57,9 @@ def leaderboard(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
                 "key": c["key"],
                 "params": c["params"],
                 "runs": [r.id for r in mine],
-                "values": {str(r.id): values[r.id][1] for r in counted if values[r.id][1] is not None},
+                "values": {
+                    str(r.id): jsonnum.encode(values[r.id][1]) for r in counted if values[r.id][1] is not None
+                },
                 "steps": {str(r.id): values[r.id][0] for r in counted},
                 "n": len(vals),
                 "mean": float(arr.mean()) if len(vals) else None,

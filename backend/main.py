@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session
 
-from backend import crud, diskfull, metrics, reconcile
+from backend import crud, diskfull, errors, metrics, reconcile
 from backend.api.routes import alerts, artifacts, datasets, events, misc, queue, runs, sweeps, worker
 from backend.api.routes import metrics as metric_routes
 from backend.core.db import get_engine
@@ -69,9 +69,10 @@ app = FastAPI(
     docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
     redoc_url=None,
 )
+errors.install(app)  # every error as {"detail": ...} (backend/errors.py), Conflict -> 409
 diskfull.install(app)  # a full data disk: writes answer 507 (the worker sink re-sends), reads keep working
 for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
-    app.include_router(module.router)
+    app.include_router(module.router, responses=errors.COMMON)
 # Host allow-list, same-origin and token checks before any body is read, body limits, security headers.
 app.add_middleware(SecurityMiddleware)
 

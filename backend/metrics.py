@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
+from aime_core import jsonnum
 from backend import crud, early_stop
 from backend.core.pubsub import Publisher
 from backend.models import MetricPoint, PointIn, Run
@@ -25,26 +26,8 @@ INGESTED = {"points": 0}
 _WINDOW: deque[tuple[float, int]] = deque()
 
 
-def parse_value(value: float | str | None) -> float:
-    """JSON has no NaN/Inf: accept "nan", "inf", "-inf" (any case) and null (= NaN)."""
-    if value is None:
-        return math.nan
-    if isinstance(value, str):
-        text = value.strip().lower()
-        table = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "infinity": math.inf, "-inf": -math.inf}
-        if text in table:
-            return table[text]
-        return float(text)  # "1.5" is fine; anything else raises ValueError -> 422
-    return float(value)
-
-
-def json_value(value: float | None) -> float | str:
-    """The stored value as JSON: numbers, or "nan"/"inf"/"-inf"."""
-    if value is None or math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
+parse_value = jsonnum.decode  # JSON has no NaN/Inf: "nan", "inf", "-inf" (any case) and null (= NaN)
+json_value = jsonnum.encode_number  # the stored value as JSON: numbers, or "nan"/"inf"/"-inf"
 
 
 def ingest(session: Session, pub: Publisher, run: Run, points: list[PointIn]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from sqlmodel import Session, select
 
-from backend import crud
+from backend import queueing
 from backend.core import celery_client
 from backend.core.pubsub import sync_redis
 from backend.core.settings import Settings
@@ -67,10 +67,10 @@ def reconcile(session: Session, settings: Settings) -> list[int]:
     for run in queued:
         if run.id in held:
             continue
-        if run.error and run.error.startswith(crud.NOT_SENT):
+        if run.error and run.error.startswith(queueing.NOT_SENT):
             run.error = None
-        crud._enqueue(session, run)  # the same queue choice as at launch
-        if run.error and run.error.startswith(crud.NOT_SENT):
+        queueing.enqueue(session, run)  # the same queue choice as at launch
+        if run.error and run.error.startswith(queueing.NOT_SENT):
             break  # the broker went away again: the next tick tries
         msg = "queued again: the broker did not hold this run's task (reconciled with the database)"
         session.add(RunEvent(run_id=run.id, kind="log", payload={"level": "warning", "message": msg}))

@@ -6,24 +6,22 @@ from __future__ import annotations
 import itertools
 import math
 import random as pyrandom
-import threading
 from typing import Any
 
 from sqlmodel import Session, select
 
 from aime_core import config as C
-from backend import crud
+from backend import crud, queueing
 from backend.core.pubsub import Publisher
-from backend.core.settings import Settings, get_settings
+from backend.core.settings import Settings
 from backend.leaderboard import leaderboard
-from backend.models import FINAL_STATUSES, Run, RunCreate, Sweep, SweepCreate, utcnow
+from backend.models import Run, RunCreate, Sweep, SweepCreate, utcnow
 
 RANDOM_KINDS = ("choice", "uniform", "loguniform", "int")
 NOT_SWEEPABLE = ("seed", "tier", "preset", "checkpoint_dir", "resume")  # seeds/tier have their own fields
 MAX_RUNS = 1000
 EARLY_STOP_DEFAULTS = {"k": 3.0, "patience": 3, "key": "loss", "min_runs": 3}
 TIER3_SEEDS = [1, 2, 3, 4, 5]
-_SCHEDULE_LOCK = threading.Lock()
 
 
 class SweepError(ValueError):
@@ -177,7 +175,7 @@ def create_sweep(
     )
     picks = {p["key"]: p for p in (promotion or {}).get("picks", [])}
     for c, cfg in resolved:
-        run = crud._new_run("train", cfg, [*body.base.tags, f"sweep:{sweep.id}"], body.base.notes)
+        run = queueing.new_run("train", cfg, [*body.base.tags, f"sweep:{sweep.id}"], body.base.notes)
         run.sweep_id, run.sweep_config, run.held = sweep.id, c["key"], True
         run.group_id = f"sweep{sweep.id}-{c['key']}"
         if c["key"] in picks:
@@ -185,7 +183,7 @@ def create_sweep(
             run.lineage = {k: p[k] for k in ("sweep_id", "config", "rank", "runs", "mean")}
         session.add(run)
         session.flush()
-        crud._set_run_dir(settings, run, "checkpoint_dir" in body.base.overrides)
+        queueing.set_run_dir(settings, run, "checkpoint_dir" in body.base.overrides)
     session.commit()
     schedule(session, settings, pub, sweep)
     session.refresh(sweep)
@@ -193,44 +191,8 @@ def create_sweep(
 
 
 def schedule(session: Session, settings: Settings, pub: Publisher, sweep: Sweep) -> list[int]:
-    """Queue held runs while fewer than `parallel` of the sweep's runs are queued or running; returns those queued."""
-    if sweep.status != "running":
-        return []
-    # Two runs ending at once must not both fill the same free slot: count and un-hold under a lock (a thread
-    # lock within this API process, plus the sweep's row lock on Postgres for several API processes).
-    with _SCHEDULE_LOCK:
-        if session.get_bind().dialect.name == "postgresql":
-            session.exec(select(Sweep.id).where(Sweep.id == sweep.id).with_for_update()).one()
-        runs = session.exec(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.id)).all()
-        active = [r for r in runs if r.status == "running" or (r.status == "queued" and not r.held)]
-        held = [r for r in runs if r.status == "queued" and r.held]
-        release = held[: max(0, sweep.parallel - len(active))]
-        for run in release:
-            run.held = False
-            session.add(run)
-        session.commit()
-    for run in release:
-        cfg = C.from_dict(C.TrainConfig, run.config)
-        crud._attach_dataset(session, settings, pub, run, cfg)  # may queue the dataset's collection first
-        session.commit()
-        if run.waits_for_id is None:
-            crud._enqueue(session, run)
-        session.commit()
-        pub.publish("status", run.id, {"status": run.status, "kind": run.kind, "name": run.name})
-    if not held and all(r.status in FINAL_STATUSES for r in runs):
-        sweep.status, sweep.finished_at = "finished", utcnow()
-        session.add(sweep)
-        session.commit()
-    return [r.id for r in release]
-
-
-def on_run_end(session: Session, pub: Publisher, run: Run) -> None:
-    """A run of a sweep ended (finish, cancel, lost): start the next held one."""
-    if run.sweep_id is None:
-        return
-    sweep = session.get(Sweep, run.sweep_id)
-    if sweep is not None:
-        schedule(session, get_settings(), pub, sweep)
+    """Queue held runs under the sweep's parallel limit (backend/queueing.py decides)."""
+    return queueing.schedule_sweep(session, settings, pub, sweep)
 
 
 def cancel_sweep(session: Session, pub: Publisher, sweep: Sweep) -> Sweep:
@@ -326,7 +288,7 @@ def describe(session: Session, sweep: Sweep, with_runs: bool = True) -> dict[str
             "progress",
             "parent_id",
         )
-        replaced = crud.replacements(runs)
+        replaced = queueing.replacements(runs)
         out["runs"] = [{k: getattr(r, k) for k in keep} | {"replaced_by": replaced.get(r.id)} for r in runs]
         out["leaderboard"] = leaderboard(session, sweep)
         children = session.exec(select(Sweep).where(Sweep.parent_id == sweep.id).order_by(Sweep.id)).all()

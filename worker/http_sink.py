@@ -18,17 +18,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from aime_core import jsonnum
 from aime_core.sinks import Sink
 from worker.api import ApiClient, ApiError
 
@@ -36,17 +35,7 @@ BATCH = 2000  # points per request
 MAX_BACKOFF = 5.0
 
 
-def _safe(value: Any) -> Any:
-    """JSON without NaN/Inf: non-finite floats become "nan"/"inf"/"-inf", recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): _safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _safe(value.item())
-    return value
+_safe = jsonnum.encode  # JSON without NaN/Inf: non-finite floats become "nan"/"inf"/"-inf", recursively
 
 
 def retryable(status: int) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from aime_core import config as C
+from aime_core import paths
 from aime_core.sinks import JsonlSink, MultiSink, TerminalSink
 from backend.core.settings import get_settings
 from worker.api import ApiClient, ApiError
@@ -116,9 +117,7 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
         return "skipped"
     cfg_dict: dict[str, Any] = start["config"]
     name = C.run_name(C.from_dict(C.CollectConfig if kind == "collect" else C.TrainConfig, cfg_dict))
-    run_dir = Path(cfg_dict.get("checkpoint_dir") or f"{run_id}-{name}")
-    if not run_dir.is_absolute():  # never relative to the worker's working directory
-        run_dir = settings.runs_dir / run_dir
+    run_dir = paths.run_dir(cfg_dict.get("checkpoint_dir"), name, run_id=run_id, root=settings.runs_dir)
     if kind == "train":
         cfg_dict["checkpoint_dir"] = str(run_dir)
     http = HttpSink(api, run_id, settings.spool_path)
@@ -159,12 +158,11 @@ def run_job(run_id: int, kind: str, task_id: str | None) -> str:
     finally:
         if status == "cancelled" and SHUTDOWN.is_set() and not heartbeat.should_stop():
             error = "the worker was shut down; resume the run to continue from its last checkpoint"
-        log = jsonl.path if jsonl else run_dir / "metrics.jsonl"
-        if jsonl:
+        if jsonl:  # a collection's log; train() reports its own metrics.jsonl, with its step, once
             with contextlib.suppress(OSError):  # a full disk was reported above
                 jsonl.close()
-        if log.exists():
-            http.artifact("log", str(log), None, {"name": log.name})
+            if jsonl.path.exists():
+                http.artifact("log", str(jsonl.path), None, {"name": jsonl.path.name})
         # Flush: every point reaches the API before the final status. The heartbeat goes on meanwhile, so an
         # API that answers again in time sees a live run; the wait is bounded (AIME_SINK_CLOSE_TIMEOUT).
         unsent = http.close(settings.sink_close_timeout)

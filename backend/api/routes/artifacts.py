@@ -10,8 +10,9 @@ from fastapi.responses import FileResponse
 from sqlmodel import select
 
 from backend import crud, security
-from backend.api.deps import PubDep, Read, SessionDep, SettingsDep, Token, run_or_404
-from backend.models import ARTIFACT_KINDS, Artifact, ArtifactIn
+from backend.api.deps import ArtifactId, PubDep, Read, RunId, SessionDep, SettingsDep, Token, run_or_404
+from backend.errors import DESCRIPTIONS, ErrorPublic, doc
+from backend.models import INT64_MAX, NO_NUL, Artifact, ArtifactIn, ArtifactKind, ArtifactPublic
 
 router = APIRouter(prefix="/api", tags=["artifacts"])
 
@@ -23,9 +24,11 @@ MEDIA = {
 }
 
 
-@router.post("/runs/{run_id}/artifacts", dependencies=[Token])
+@router.post(
+    "/runs/{run_id}/artifacts", dependencies=[Token], response_model=ArtifactPublic, responses=doc(404)
+)
 def record(
-    run_id: int, body: ArtifactIn, session: SessionDep, settings: SettingsDep, pub: PubDep
+    run_id: RunId, body: ArtifactIn, session: SessionDep, settings: SettingsDep, pub: PubDep
 ) -> Artifact:
     """Record a file the run wrote (a checkpoint on the worker's disk); the same path again updates it.
     The path must lie in the data directory's run areas or AIME_ALLOWED_ROOTS (422 otherwise)."""
@@ -37,22 +40,37 @@ def record(
     return crud.add_artifact(session, pub, run, body.kind, path, body.step, body.meta)
 
 
-@router.post("/runs/{run_id}/artifacts/upload", dependencies=[Token])
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the file's bytes (up to AIME_MAX_UPLOAD_BYTES)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(
+    "/runs/{run_id}/artifacts/upload",
+    dependencies=[Token],
+    response_model=ArtifactPublic,
+    responses=doc(404, 507),
+    openapi_extra=UPLOAD_BODY,
+)
 async def upload(
-    run_id: int,
+    run_id: RunId,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     pub: PubDep,
-    kind: str = Query(...),
-    name: str = Query(..., max_length=200, description="file name (no directories)"),
-    step: int | None = None,
-    epoch: int | None = None,
+    kind: ArtifactKind = Query(..., description="what the file is"),
+    name: str = Query(
+        ..., min_length=1, max_length=200, pattern=NO_NUL, description="file name (no directories)"
+    ),
+    step: int | None = Query(None, ge=0, le=INT64_MAX, description="the step it belongs to"),
+    epoch: int | None = Query(None, ge=0, le=INT64_MAX, description="the epoch it belongs to"),
 ) -> Artifact:
     """Upload a file's bytes (request body) into the data directory and record it."""
     run = run_or_404(session, run_id)
-    if kind not in ARTIFACT_KINDS:
-        raise HTTPException(422, f"kind must be one of {', '.join(ARTIFACT_KINDS)}, got {kind!r}")
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)
     if safe in ("", ".", ".."):
         raise HTTPException(422, "name must be a plain file name such as eval_epoch_0001.mp4")
@@ -70,8 +88,14 @@ async def upload(
     return crud.add_artifact(session, pub, run, kind, str(folder / safe), step, meta)
 
 
-@router.get("/runs/{run_id}/artifacts", dependencies=[Read])
-def list_artifacts(run_id: int, session: SessionDep, kind: str | None = None) -> list[Artifact]:
+@router.get(
+    "/runs/{run_id}/artifacts", dependencies=[Read], response_model=list[ArtifactPublic], responses=doc(404)
+)
+def list_artifacts(
+    run_id: RunId,
+    session: SessionDep,
+    kind: ArtifactKind | None = Query(None, description="only artifacts of this kind"),
+) -> list[Artifact]:
     """A run's artifacts, by step."""
     run_or_404(session, run_id)
     query = select(Artifact).where(Artifact.run_id == run_id)
@@ -80,8 +104,34 @@ def list_artifacts(run_id: int, session: SessionDep, kind: str | None = None) ->
     return list(session.exec(query.order_by(Artifact.step, Artifact.id)).all())
 
 
-@router.get("/artifacts/{artifact_id}/download", dependencies=[Read])
-def download(artifact_id: int, session: SessionDep, settings: SettingsDep) -> FileResponse:
+FILE = {"schema": {"type": "string", "format": "binary"}}
+DOWNLOAD = {
+    200: {
+        "description": "the file (video/mp4, application/x-ndjson, application/json or application/octet-stream)",
+        "content": {
+            "application/octet-stream": FILE,
+            "video/mp4": FILE,
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/json": {"schema": {}},  # a recorded JSON file, whatever it holds
+        },
+    },
+    206: {
+        "description": "the requested byte range (Range: bytes=...)",
+        "content": {"application/octet-stream": FILE},
+    },
+    416: {"description": "the Range lies outside the file", "model": ErrorPublic},
+    **doc(403, 404),
+}
+DESCRIPTIONS.setdefault(416, "Range not satisfiable")
+
+
+@router.get(
+    "/artifacts/{artifact_id}/download",
+    dependencies=[Read],
+    response_class=FileResponse,
+    responses=DOWNLOAD,
+)
+def download(artifact_id: ArtifactId, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """A run's recorded file, with Range support (videos seek); only files in the data directory's run areas
     (datasets/, runs/, uploads/) or AIME_ALLOWED_ROOTS, never the database, token, broker or log files."""
     art = session.get(Artifact, artifact_id)

@@ -12,20 +12,21 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlmodel import select
 
-from backend.api.deps import Read, SessionDep
-from backend.models import Dataset, Run
+from backend.api.deps import DatasetId, Read, SessionDep
+from backend.errors import doc
+from backend.models import Dataset, DatasetDetailPublic, DatasetPublic, Run
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"], dependencies=[Read])
 
 
-@router.get("")
+@router.get("", response_model=list[DatasetPublic])
 def list_datasets(session: SessionDep) -> list[Dataset]:
     """Every dataset, newest first."""
     return list(session.exec(select(Dataset).order_by(Dataset.id.desc())).all())
 
 
-@router.get("/{dataset_id}")
-def get_dataset(dataset_id: int, session: SessionDep) -> dict[str, Any]:
+@router.get("/{dataset_id}", response_model=DatasetDetailPublic, responses=doc(404))
+def get_dataset(dataset_id: DatasetId, session: SessionDep) -> dict[str, Any]:
     """One dataset with the runs trained on it."""
     ds = session.get(Dataset, dataset_id)
     if ds is None:
@@ -78,10 +79,16 @@ def frame_strip(path: str | Path, episode: int, count: int, gap: int = 2) -> np.
 @router.get(
     "/{dataset_id}/frames.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "PNG strip of frames"}},
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "PNG strip of frames",
+        },
+        **doc(404),
+    },
 )
 def frames(
-    dataset_id: int,
+    dataset_id: DatasetId,
     session: SessionDep,
     episode: int = Query(0, ge=0, le=1_000_000, description="episode index"),
     count: int = Query(8, ge=1, le=32, description="frames in the strip, evenly spaced over the episode"),

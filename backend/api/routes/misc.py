@@ -11,11 +11,13 @@ from sqlalchemy import text
 from aime_core import config as C
 from backend import security
 from backend.api.deps import SessionDep, SettingsDep
+from backend.errors import doc
+from backend.models import HealthPublic, SessionPublic, TiersPublic
 
 router = APIRouter(prefix="/api", tags=["misc"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=HealthPublic)
 def health(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Liveness: database and Redis reachable."""
     from backend.core.pubsub import sync_redis
@@ -47,12 +49,12 @@ def _fields(cls: type) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/tiers")
+@router.get("/tiers", response_model=TiersPublic)
 def tiers() -> dict[str, Any]:
     """Tier presets, the debug preset, valid domain/task pairs and every config field with help and default."""
     return {
         "tiers": {
-            t: {
+            str(t): {
                 "collect": C.to_dict(C.resolve(C.CollectConfig, t, env={})),
                 "train": C.to_dict(C.resolve(C.TrainConfig, t, env={})),
                 "preset": C.PRESETS[f"tier{t}"],
@@ -72,7 +74,7 @@ def tiers() -> dict[str, Any]:
     }
 
 
-@router.get("/session")
+@router.get("/session", response_model=SessionPublic, responses=doc(403))
 def session_token(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """The API token, for a page on this machine only: loopback client and Host, same-origin (if any Origin)."""
     refusal = security.session_refusal(request.scope)

@@ -13,7 +13,7 @@ from backend.api.deps import Read, SessionDep, SettingsDep
 from backend.core.celery_client import QUEUES
 from backend.core.pubsub import sync_redis
 from backend.core.settings import Settings
-from backend.models import Run
+from backend.models import QueuePublic, Run
 
 router = APIRouter(prefix="/api", tags=["queue"], dependencies=[Read])
 
@@ -55,7 +55,7 @@ def _queue_of(run: Run) -> str:
     return "synthetic" if run.kind == "collect" and run.synthetic and "synthetic" in QUEUES else run.kind
 
 
-@router.get("/queue")
+@router.get("/queue", response_model=QueuePublic)
 def queue(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Per queue: waiting jobs in order (run, position), runs waiting for their dataset; workers and their jobs.
 

@@ -10,8 +10,22 @@ from sqlmodel import select
 
 from aime_core.config import ConfigError, run_name, to_dict
 from backend import crud
-from backend.api.deps import PubDep, Read, SessionDep, SettingsDep, Token, run_or_404
-from backend.models import Run, RunCreate, RunEvent, RunUpdate
+from backend.api.deps import PubDep, Read, RunId, SessionDep, SettingsDep, Token, run_or_404
+from backend.errors import doc
+from backend.models import (
+    INT64_MAX,
+    DeletedPublic,
+    LogPublic,
+    ResolvePublic,
+    Run,
+    RunCreate,
+    RunDetailPublic,
+    RunEvent,
+    RunPagePublic,
+    RunPublic,
+    RunUpdate,
+    TracebackPublic,
+)
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
@@ -20,7 +34,9 @@ def config_422(exc: ConfigError) -> HTTPException:
     return HTTPException(422, {"field": exc.field, "message": exc.message, "error": str(exc)})
 
 
-@router.post("", status_code=201, dependencies=[Token], response_model=None)
+@router.post(
+    "", status_code=201, dependencies=[Token], response_model=RunPublic | list[RunPublic], responses=doc(507)
+)
 def launch(body: RunCreate, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run | list[Run]:
     """Launch a collect or train run (a list of runs when `seeds` is given); 422 names the wrong field."""
     try:
@@ -30,7 +46,7 @@ def launch(body: RunCreate, session: SessionDep, settings: SettingsDep, pub: Pub
     return runs if body.seeds else runs[0]
 
 
-@router.post("/resolve", dependencies=[Read])
+@router.post("/resolve", dependencies=[Read], response_model=ResolvePublic)
 def resolve(body: RunCreate, settings: SettingsDep) -> dict[str, Any]:
     """The fully resolved config(s) of a launch, without creating anything."""
     try:
@@ -46,18 +62,22 @@ def resolve(body: RunCreate, settings: SettingsDep) -> dict[str, Any]:
     }
 
 
-@router.get("", dependencies=[Read])
+@router.get("", dependencies=[Read], response_model=RunPagePublic)
 def list_runs(
     session: SessionDep,
-    status: str | None = None,
-    kind: str | None = None,
-    tier: int | None = None,
-    domain: str | None = None,
-    task: str | None = None,
-    tag: str | None = None,
-    text: str | None = None,
-    offset: int = Query(0, ge=0),
-    limit: int = Query(50, ge=1, le=1000),
+    status: str | None = Query(
+        None,
+        max_length=200,
+        description="comma-separated: queued, running, succeeded, failed, cancelled, lost",
+    ),
+    kind: str | None = Query(None, max_length=200, description="comma-separated: collect, train"),
+    tier: int | None = Query(None, ge=1, le=3, description="1, 2 or 3"),
+    domain: str | None = Query(None, max_length=200, description="comma-separated domains"),
+    task: str | None = Query(None, max_length=200, description="comma-separated tasks"),
+    tag: str | None = Query(None, max_length=64, description="runs carrying this tag"),
+    text: str | None = Query(None, max_length=200, description="in the name or notes"),
+    offset: int = Query(0, ge=0, le=INT64_MAX, description="runs to skip"),
+    limit: int = Query(50, ge=1, le=1000, description="at most this many runs (1..1000)"),
 ) -> dict[str, Any]:
     """Runs, newest first; status/kind accept comma-separated lists."""
     filters = dict(status=status, kind=kind, tier=tier, domain=domain, task=task, tag=tag, text=text)
@@ -67,8 +87,8 @@ def list_runs(
     return {"total": total, "offset": offset, "limit": limit, "items": items}
 
 
-@router.get("/{run_id}", dependencies=[Read])
-def get_run(run_id: int, session: SessionDep) -> dict[str, Any]:
+@router.get("/{run_id}", dependencies=[Read], response_model=RunDetailPublic, responses=doc(404))
+def get_run(run_id: RunId, session: SessionDep) -> dict[str, Any]:
     """One run with its resolved config, latest metric values, progress and children."""
     run = run_or_404(session, run_id)
     children = session.exec(select(Run.id).where(Run.parent_id == run_id)).all()
@@ -76,8 +96,8 @@ def get_run(run_id: int, session: SessionDep) -> dict[str, Any]:
     return {**run.model_dump(), "children": list(children), "open_alerts": open_alerts}
 
 
-@router.patch("/{run_id}", dependencies=[Token])
-def update_run(run_id: int, body: RunUpdate, session: SessionDep) -> Run:
+@router.patch("/{run_id}", dependencies=[Token], response_model=RunPublic, responses=doc(404, 507))
+def update_run(run_id: RunId, body: RunUpdate, session: SessionDep) -> Run:
     """Change tags or notes."""
     run = run_or_404(session, run_id)
     if body.tags is not None:
@@ -90,40 +110,45 @@ def update_run(run_id: int, body: RunUpdate, session: SessionDep) -> Run:
     return run
 
 
-def _act(fn, *args) -> Run:
-    try:
-        return fn(*args)
-    except crud.Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
-
-
-@router.post("/{run_id}/cancel", dependencies=[Token])
-def cancel(run_id: int, session: SessionDep, pub: PubDep) -> Run:
+@router.post("/{run_id}/cancel", dependencies=[Token], response_model=RunPublic, responses=doc(404, 409, 507))
+def cancel(run_id: RunId, session: SessionDep, pub: PubDep) -> Run:
     """Cancel: a queued run never starts; a running one checkpoints and stops within a few seconds."""
-    return _act(crud.cancel_run, session, pub, run_or_404(session, run_id))
+    return crud.cancel_run(session, pub, run_or_404(session, run_id))
 
 
-@router.post("/{run_id}/retry", status_code=201, dependencies=[Token])
-def retry(run_id: int, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run:
+@router.post(
+    "/{run_id}/retry",
+    status_code=201,
+    dependencies=[Token],
+    response_model=RunPublic,
+    responses=doc(404, 409, 507),
+)
+def retry(run_id: RunId, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run:
     """A new run with the same config, from scratch."""
-    return _act(crud.retry_run, session, settings, pub, run_or_404(session, run_id))
+    return crud.retry_run(session, settings, pub, run_or_404(session, run_id))
 
 
-@router.post("/{run_id}/resume", status_code=201, dependencies=[Token])
-def resume(run_id: int, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run:
+@router.post(
+    "/{run_id}/resume",
+    status_code=201,
+    dependencies=[Token],
+    response_model=RunPublic,
+    responses=doc(404, 409, 507),
+)
+def resume(run_id: RunId, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run:
     """A new run that continues from this run's last checkpoint."""
-    return _act(crud.resume_run, session, settings, pub, run_or_404(session, run_id))
+    return crud.resume_run(session, settings, pub, run_or_404(session, run_id))
 
 
-@router.delete("/{run_id}", dependencies=[Token])
-def delete(run_id: int, session: SessionDep, settings: SettingsDep, pub: PubDep) -> dict[str, Any]:
+@router.delete("/{run_id}", dependencies=[Token], response_model=DeletedPublic, responses=doc(404, 409, 507))
+def delete(run_id: RunId, session: SessionDep, settings: SettingsDep, pub: PubDep) -> dict[str, Any]:
     """Delete the run, its metrics, alerts, artifacts and its files under the data directory."""
-    removed = _act(crud.delete_run, session, settings, pub, run_or_404(session, run_id))
+    removed = crud.delete_run(session, settings, pub, run_or_404(session, run_id))
     return {"deleted": run_id, "removed": removed}
 
 
-@router.get("/{run_id}/traceback", dependencies=[Token])
-def traceback(run_id: int, session: SessionDep) -> dict[str, Any]:
+@router.get("/{run_id}/traceback", dependencies=[Token], response_model=TracebackPublic, responses=doc(404))
+def traceback(run_id: RunId, session: SessionDep) -> dict[str, Any]:
     """The full error text of a failed run (server traceback); token holders only, the public error is one line."""
     run_or_404(session, run_id)
     row = session.exec(
@@ -134,8 +159,12 @@ def traceback(run_id: int, session: SessionDep) -> dict[str, Any]:
     return {"run_id": run_id, "traceback": row.payload.get("text") if row else None}
 
 
-@router.get("/{run_id}/log", dependencies=[Read])
-def log_tail(run_id: int, session: SessionDep, tail: int = Query(200, ge=1, le=10000)) -> dict[str, Any]:
+@router.get("/{run_id}/log", dependencies=[Read], response_model=LogPublic, responses=doc(404))
+def log_tail(
+    run_id: RunId,
+    session: SessionDep,
+    tail: int = Query(200, ge=1, le=10000, description="the last this many lines (1..10000)"),
+) -> dict[str, Any]:
     """The last `tail` log lines (worker lifecycle, trainer log events, status changes, alerts)."""
     run_or_404(session, run_id)
     rows = session.exec(
