@@ -44,6 +44,7 @@ export async function mount(root, { params }) {
   const logs = new LogPanel(id);
   const cfgBox = h("div.card", h("h2", "Configuration"), configTable(run.config));
   let alerts = [];
+  let stepTimes = []; // the last step times seen live: the time left uses their median
   let rel = { parent: null, children: [], group: null };
   let queueInfo = null; // where a queued run waits (GET /api/queue)
 
@@ -85,7 +86,7 @@ export async function mount(root, { params }) {
       : !artifacts.loaded ? "Checking for a checkpoint…"
       : !hasCkpt ? "No checkpoint was saved before it ended: retry it from scratch instead"
       : "Continue from the last checkpoint as a new run";
-    const eta = etaOf(run);
+    const eta = etaOf(run, Date.now(), stepTimes);
     const open = openAlertGroups().length;
     clear(header,
       h("div.head",
@@ -146,7 +147,12 @@ export async function mount(root, { params }) {
   }
 
   async function reloadRun() {
+    const before = run.latest;
     run = await api(`/runs/${id}`);
+    // Keep a newer value this page already got live (a reply can be a moment older than the event stream).
+    for (const [k, v] of Object.entries(before)) {
+      if (!run.latest[k] || run.latest[k][0] < v[0]) run.latest[k] = v;
+    }
     artifacts.run = run;
     renderHeader();
     if (run.status !== "queued") queueInfo = null;
@@ -297,6 +303,7 @@ export async function mount(root, { params }) {
 
   function onMetrics(d) {
     for (const p of d.points) {
+      if (p.key === "perf/step_time" && Number.isFinite(Number(p.value))) stepTimes = [...stepTimes, Number(p.value)].slice(-20);
       const old = run.latest[p.key];
       if (!old || p.step >= old[0]) run.latest[p.key] = [p.step, p.value];
       // A per-epoch chart appears with its first point.

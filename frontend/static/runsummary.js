@@ -47,9 +47,10 @@ function median(xs) {
  * - training: seconds per step measured by the run (`perf/epoch_time` over the steps of an epoch once an epoch
  *   has ended, which includes data loading; before that the trainer's `perf/step_time`) times the steps left;
  * - collection: the episodes left at the episodes per second the run has shown since it started.
+ * `recentStepTimes`: step times seen live (the run page passes them; the median is steadier than the last one).
  * Returns {seconds, basis}: basis says what it was computed from.
  */
-export function etaOf(run, now = Date.now()) {
+export function etaOf(run, now = Date.now(), recentStepTimes = []) {
   if (run.status !== "running") return null;
   const { done, total, epochs } = progressOf(run);
   if (done == null || !total || done >= total) return null;
@@ -59,7 +60,8 @@ export function etaOf(run, now = Date.now()) {
     if (epochs && Number.isFinite(epochTime) && epochTime > 0) {
       return { seconds: (left * epochTime * epochs) / total, basis: "its measured time per epoch" };
     }
-    const stepTime = Number(latestOf(run, "perf/step_time"));
+    // The median of the step times the page saw (one step's time is noisy), else the latest one.
+    const stepTime = recentStepTimes.length ? median(recentStepTimes) : Number(latestOf(run, "perf/step_time"));
     if (Number.isFinite(stepTime) && stepTime > 0) return { seconds: left * stepTime, basis: "its measured step time" };
     return null;
   }
