@@ -33,7 +33,7 @@ from worker.api import ApiClient
 from worker.http_sink import HttpSink, resend_spools
 
 pytestmark = pytest.mark.redis
-FAST = {"video_clips": 0}
+FAST = {"video_clips": 0, "eval_clips": 4}  # no videos, a short evaluation: these drills are about processes
 
 
 def _launch(url: str, token: str, body: dict):

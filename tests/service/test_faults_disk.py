@@ -15,7 +15,7 @@ import pytest
 from faults import DEBUG_TRAIN, jsonl_points, run, status_is, stored_points, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-FAST = {"video_clips": 0}
+FAST = {"video_clips": 0, "eval_clips": 4}  # no videos, a short evaluation: these drills are about processes
 
 
 @contextlib.contextmanager

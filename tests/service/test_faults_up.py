@@ -27,7 +27,7 @@ from faults import (
 )
 
 pytestmark = pytest.mark.slow
-FAST = {"video_clips": 0}  # no rollout videos: the drills are about processes, not pictures
+FAST = {"video_clips": 0, "eval_clips": 4}  # no videos, a short evaluation: these drills are about processes
 
 
 @pytest.fixture(scope="module")
