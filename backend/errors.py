@@ -8,6 +8,7 @@ The security middleware (backend/security.py) and the full-disk handler (backend
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,11 +97,29 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
 
 
-async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+def allowed_methods(request: Request) -> str | None:
+    """Every method the path supports, from the OpenAPI schema (Starlette's 405 names only the first route that
+    matched); the most specific path wins (/api/runs/worker-lost over /api/runs/{run_id})."""
+    found = []
+    for template, ops in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if template.endswith("/{key}"):  # metric keys hold slashes
+            pattern = pattern[: -len("[^/]+")] + ".+"
+        if re.fullmatch(pattern, request.url.path):
+            found.append((template.count("{"), [m.upper() for m in ops]))
+    if not found:
+        return None
+    fewest = min(n for n, _ in found)
+    return ", ".join(sorted({m for n, ms in found if n == fewest for m in ms}))
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str | dict) else str(exc.detail)
-    return JSONResponse(
-        {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-    )
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+        detail = f"method {request.method} is not allowed here; allowed: {headers['Allow']}"
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers or None)
 
 
 async def conflict(_request: Request, exc: Conflict) -> JSONResponse:

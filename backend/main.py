@@ -9,13 +9,13 @@ import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlmodel import Session
 
-from backend import crud, diskfull, errors, metrics, reconcile
+from backend import crud, diskfull, errors, metrics, reconcile, security
 from backend.api.routes import alerts, artifacts, datasets, events, misc, queue, runs, sweeps, worker
 from backend.api.routes import metrics as metric_routes
 from backend.core.db import get_engine
@@ -26,6 +26,14 @@ from backend.security import SecurityMiddleware
 ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = ROOT / "frontend"
 PAGES = ("/", "/runs/{run_id}", "/launch", "/queue", "/compare", "/datasets", "/sweeps", "/sweeps/{sweep_id}")
+
+
+def _swagger_ui() -> Path:
+    """Swagger UI 5 (OpenAPI 3.1) from the fastapi-offline wheel's static files; the package itself is not imported."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("fastapi-offline is not installed; it serves /docs (pip install fastapi-offline)")
+    return Path(spec.origin).parent / "static"
 
 
 def _plotly_js() -> Path | None:
@@ -73,6 +81,27 @@ errors.install(app)  # every error as {"detail": ...} (backend/errors.py), Confl
 diskfull.install(app)  # a full data disk: writes answer 507 (the worker sink re-sends), reads keep working
 for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
     app.include_router(module.router, responses=errors.COMMON)
+
+
+TOKEN_ONLY_READS = ("/api/runs/{run_id}/traceback",)
+
+
+def openapi() -> dict:
+    """The schema, with the bearer token optional on reads (open to this machine by default, AIME_OPEN_READS)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for path, ops in schema["paths"].items():
+            for method, op in ops.items():
+                read = method == "get" or path in security.READ_POSTS
+                if op.get("security") and read and path not in TOKEN_ONLY_READS:
+                    op["security"] = [{"HTTPBearer": []}, {}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app.openapi = openapi
 # Host allow-list, same-origin and token checks before any body is read, body limits, security headers.
 app.add_middleware(SecurityMiddleware)
 
@@ -128,8 +157,9 @@ class _Static(StaticFiles):
         return await super().get_response(path, scope)
 
 
-# Swagger UI from the swagger-ui-bundle wheel, so /docs works offline (mounted before the catch-all /static).
-app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+# Swagger UI 5 (reads OpenAPI 3.1) from the fastapi-offline wheel, so /docs works offline (mounted before the
+# catch-all /static).
+app.mount("/static/swagger", StaticFiles(directory=_swagger_ui()), name="swagger")
 app.mount("/static", _Static(FRONTEND / "static"), name="static")
 
 

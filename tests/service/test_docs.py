@@ -1,4 +1,4 @@
-"""/docs works offline: Swagger UI comes from the swagger-ui-bundle wheel, not a CDN."""
+"""/docs works offline: Swagger UI 5 (OpenAPI 3.1) comes from the fastapi-offline wheel, not a CDN."""
 
 import re
 

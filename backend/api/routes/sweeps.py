@@ -9,6 +9,7 @@ from sqlmodel import Session, select
 
 from backend import metrics, queueing, sweeps
 from backend.api.deps import PubDep, Read, SessionDep, SettingsDep, SweepId, Token
+from backend.api.routes.metrics import IDS
 from backend.errors import doc
 from backend.models import (
     INT64_MAX,
@@ -104,7 +105,10 @@ def aggregate(
     key: str = Query(..., max_length=200, description="the metric key"),
     group: str | None = Query(None, max_length=200, description="a seed group id"),
     runs: str | None = Query(
-        None, max_length=20000, description="comma-separated run ids (instead of group)"
+        None,
+        max_length=20000,
+        pattern=IDS,
+        description="comma-separated run ids (instead of group), e.g. 1,2,3",
     ),
     align: Literal["common", "all"] = Query(
         "common", description="common: steps every run has; all: every step, over the runs that have it"

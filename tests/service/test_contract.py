@@ -1,0 +1,135 @@
+"""The OpenAPI schema is the contract: a bounded schemathesis run finds no server error and no reply that breaks
+its declared schema, status code or media type; and a client written from /openapi.json alone launches a run,
+waits for it and reads its exact history."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.conftest import TOKEN
+
+pytestmark = pytest.mark.redis
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+# The two endless Server-Sent Event streams cannot be fuzzed (a reply never ends); everything else is.
+ENDLESS = ("all_events_api_events_get", "run_events_api_runs__run_id__events_get")
+BUDGET_S = 150  # schemathesis's own time budget (--max-time); the whole test stays under ~3 minutes
+
+
+def _seed(url: str) -> dict:
+    """Something to find: a run with metrics, events, an alert and a recorded artifact (ids 1 for the fuzzer)."""
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, headers=h, timeout=30) as c:
+        run = c.post("/api/runs", json={"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True})
+        assert run.status_code == 201, run.text
+        rid = run.json()["id"]
+        points = [{"key": "loss", "step": s, "value": 1.0 / (s + 1)} for s in range(20)]
+        points.append({"key": "loss", "step": 20, "value": "nan"})
+        assert c.post(f"/api/runs/{rid}/metrics", json={"points": points}).status_code == 200
+        events = [{"kind": "log", "payload": {"level": "info", "message": "hello"}, "uid": "u1"}]
+        assert c.post(f"/api/runs/{rid}/events", json={"events": events}).status_code == 200
+        return {"run": rid}
+
+
+def test_fuzz_every_operation(live, tmp_path):
+    """All operations but the two endless streams: 0 server errors, 0 schema, status or media type violations."""
+    if not SCHEMATHESIS.exists():
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    _seed(live.url)
+    report = tmp_path / "schemathesis.json"
+    cmd = [
+        str(SCHEMATHESIS),
+        "run",
+        f"{live.url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--checks",
+        "all",
+        # Not checked: whether a schema-valid request may be refused or a schema-invalid one accepted. The launch
+        # and sweep bodies carry config overrides and paths that only the config and the path confinement can
+        # judge (a 422 naming the field), and a PATCH on /api/runs/worker-lost is read as /api/runs/{run_id}.
+        "--exclude-checks",
+        "positive_data_acceptance,negative_data_rejection,unsupported_method",
+        *[a for op in ENDLESS for a in ("--exclude-operation-id", op)],
+        "--max-examples",
+        "12",
+        "--max-time",
+        str(BUDGET_S),
+        "--seed",
+        "12",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "30",
+        "--max-failures",
+        "500",
+        "--no-color",
+        "--output-truncate",
+        "true",
+        "--report-json-path",
+        str(report),
+    ]
+    started = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 90)
+    took = time.monotonic() - started
+    assert report.exists(), out.stdout[-5000:] + out.stderr[-3000:]
+    summary = json.loads(report.read_text())
+    api_log = (tmp_path / "api.log").read_text() if (tmp_path / "api.log").exists() else ""
+    print(
+        f"schemathesis: {summary['operations']['tested']} operations, {summary['test_cases']['generated']} "
+        f"test cases in {took:.0f} s, failures: {[(f['code'], f['count']) for f in summary['failures']]}"
+    )
+    assert summary["operations"]["tested"] == summary["operations"]["total"] - len(ENDLESS)
+    assert summary["operations"]["errored"] == 0, out.stdout[-8000:]
+    assert summary["failures"] == [], out.stdout[-12000:]
+    assert "Traceback" not in api_log, api_log[-5000:]
+
+
+def test_client_from_the_schema_alone(live):
+    """A client that knows only /openapi.json: find the launch, the run and the exact-history operations by their
+    documented shapes, launch a debug synthetic training, wait for it, and read every point it logged."""
+    live.start_worker()
+    spec = httpx.get(f"{live.url}/openapi.json", timeout=30).json()
+    paths = spec["paths"]
+    launch = paths["/api/runs"]["post"]
+    body_ref = launch["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    body_schema = spec["components"]["schemas"][body_ref]
+    assert set(body_schema["properties"]["kind"]["enum"]) == {"collect", "train"}
+    assert "debug" in json.dumps(body_schema["properties"]["preset"])
+    assert launch["security"] == [{"HTTPBearer": []}]
+    run_schema = spec["components"]["schemas"]["RunPublic"]
+    final = set(run_schema["properties"]["status"]["enum"]) - {"queued", "running"}
+    series = paths["/api/runs/{run_id}/metrics/{key}"]["get"]
+    exact = next(p for p in series["parameters"] if p["name"] == "exact")
+    assert exact["schema"]["type"] == "boolean"
+    limit = next(p for p in series["parameters"] if p["name"] == "limit")["schema"]["maximum"]
+
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=live.url, headers=h, timeout=30) as c:
+        r = c.post("/api/runs", json={"kind": "train", "tier": 1, "preset": "debug", "synthetic": True})
+        assert r.status_code == 201, r.text
+        run = r.json()
+        assert set(run) == set(run_schema["properties"])
+        deadline = time.monotonic() + 240
+        while run["status"] not in final and time.monotonic() < deadline:
+            time.sleep(1)
+            run = c.get(f"/api/runs/{run['id']}").json()
+        assert run["status"] == "succeeded", (run["status"], run["error"], live.logs())
+        keys = c.get(f"/api/runs/{run['id']}/metrics").json()
+        loss = next(k for k in keys if k["key"] == "loss")
+        got = c.get(f"/api/runs/{run['id']}/metrics/loss", params={"exact": "true", "limit": limit}).json()
+        # Exact: every step the trainer logged, in order, with the last value the run shows.
+        assert got["total"] == loss["count"] == len(got["steps"]) == len(got["values"])
+        assert got["steps"] == sorted(got["steps"]) and got["steps"][-1] == loss["step_max"]
+        assert got["values"][-1] == run["latest"]["loss"][1]
+        assert all(isinstance(v, float) or re.fullmatch(r"-?inf|nan", v) for v in got["values"])
+        history = c.get(f"/api/runs/{run['id']}/history").json()
+        assert any(e["kind"] == "status" for e in history)
