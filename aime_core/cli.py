@@ -1,5 +1,7 @@
-"""The `aime` command line. Each subcommand lives in aime_core/commands/<name>.py and imports heavy
-libraries (torch, dm_control) only when it runs, so `aime --help` stays instant."""
+"""The library's command line (`python -m aime_core`): collect, data, train, evaluate, checks, sweep. Each
+subcommand lives in aime_core/commands/<name>.py and imports heavy libraries (torch, dm_control) only when it
+runs, so `aime --help` stays instant. The installed `aime` command (worker/cli.py) adds the service's
+`aime up` and `aime worker`."""
 
 from __future__ import annotations
 
@@ -15,18 +17,17 @@ COMMAND_MODULES = (
     "aime_core.commands.train",
     "aime_core.commands.evaluate",
     "aime_core.commands.checks",
-    "aime_core.commands.service",
     "aime_core.commands.sweep",
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aime",
         description="AIME world model on DeepMind Control, in three tiers: collect data, train, run the dashboard.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -37,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, modules: tuple[str, ...] = COMMAND_MODULES) -> int:
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -71,7 +71,7 @@ def stack(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("aime-up")
     port = _free_port()
     aime = Path(sys.executable).with_name("aime")
-    cmd = [str(aime)] if aime.exists() else [sys.executable, "-m", "aime_core.cli"]
+    cmd = [str(aime)] if aime.exists() else [sys.executable, "-m", "worker.cli"]
     # No AIME_* from the developer's shell: it could point `aime up` at another Redis, database, token or policy.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIME_")}
     env["MUJOCO_GL"] = os.environ.get("MUJOCO_GL", "egl")

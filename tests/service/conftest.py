@@ -166,7 +166,7 @@ class Live:
 
         env = {k: v for k, v in self.env.items() if k not in ("AIME_DATABASE_URL", "AIME_DATABASE_SCHEMA")}
         log = (self.tmp / f"worker-{len(self.workers)}.log").open("ab")
-        cmd = [self.py, "-m", "aime_core.cli", "worker", "--queues", "collect,synthetic,train"]
+        cmd = [self.py, "-m", "worker.cli", "worker", "--queues", "collect,synthetic,train"]
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         for _ in range(300):  # ready once its presence shows on the queue page

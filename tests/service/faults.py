@@ -143,7 +143,7 @@ class Up:
         return [
             sys.executable,
             "-m",
-            "aime_core.cli",
+            "worker.cli",
             "up",
             "--port",
             str(self.port),

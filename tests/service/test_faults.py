@@ -50,7 +50,7 @@ def _launch(url: str, token: str, body: dict):
 def test_sigkill_one_child_of_aime_worker_gpus_stops_only_its_run(live, tmp_path):
     token = live.env["AIME_API_TOKEN"]
     env = {k: v for k, v in live.env.items() if k not in ("AIME_DATABASE_URL", "AIME_DATABASE_SCHEMA")}
-    cmd = [sys.executable, "-m", "aime_core.cli", "worker", "--queues", "synthetic,train", "--gpus", "0,1"]
+    cmd = [sys.executable, "-m", "worker.cli", "worker", "--queues", "synthetic,train", "--gpus", "0,1"]
     cmd += ["--api", live.url, "--token", token, "--broker", env["AIME_REDIS_URL"]]
     log = (tmp_path / "worker-gpus.log").open("ab")
     sup = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

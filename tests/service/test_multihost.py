@@ -159,7 +159,7 @@ def test_a_host_cut_off_loses_its_run_which_finishes_on_another_host(hosts, tmp_
 
     def worker(host: str) -> subprocess.Popen:
         head = f"{hosts.net}.{1 if host == 'A' else 2}.1"
-        cmd = [sys.executable, "-m", "aime_core.cli", "worker", "--queues", "synthetic,train"]
+        cmd = [sys.executable, "-m", "worker.cli", "worker", "--queues", "synthetic,train"]
         cmd += ["--api", f"http://{head}:{port}", "--token", token, "--broker", f"redis://{head}:6379/0"]
         env = base | {"AIME_DATA_DIR": str(data), "AIME_SPOOL_DIR": str(tmp_path / f"spool{host}")}
         return hosts.run(host, cmd, env, tmp_path / f"worker{host}.log")

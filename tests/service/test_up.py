@@ -41,7 +41,7 @@ def test_aime_up_serves_runs_and_stops_cleanly(tmp_path):
     data_dir = (tmp_path / "aime-data").resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIME_")}  # nothing given: all defaults
     env["MUJOCO_GL"] = "egl"
-    cmd = [sys.executable, "-m", "aime_core.cli", "up", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "worker.cli", "up", "--port", str(port), "--data-dir", str(data_dir)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out = ""

@@ -1,4 +1,6 @@
-"""`aime up` (the whole service on one machine) and `aime worker` (join a queue from any machine)."""
+"""`aime up` (the whole service on one machine) and `aime worker` (join a queue from any machine).
+
+They live with the service, not in aime_core: worker/cli.py adds them to the library's subcommands."""
 
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if len(gpus) > 1:  # one process per GPU, each seeing only its own device, supervised
         from worker.supervisor import Child, Supervisor
 
-        cmd = [sys.executable, "-m", "aime_core.cli", "worker", "--queues", ",".join(queues)]
+        cmd = [sys.executable, "-m", "worker.cli", "worker", "--queues", ",".join(queues)]
         children = [
             Child(f"worker gpu {g}", [*cmd, "--gpus", g], os.environ.copy(), None, worker=True) for g in gpus
         ]
@@ -215,7 +217,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         sup.shutdown(grace=5)
         return 1
     worker_env = {k: v for k, v in env.items() if k not in ("AIME_DATABASE_URL", "AIME_DATABASE_SCHEMA")}
-    wcmd = [py, "-m", "aime_core.cli", "worker"]
+    wcmd = [py, "-m", "worker.cli", "worker"]
     workers = [
         Child("collect worker", [*wcmd, "--queues", "collect"], worker_env, logs / "worker-collect.log"),
         # Synthetic datasets take seconds: their own small worker, so they never wait behind a real collection.
