@@ -128,6 +128,55 @@ def test_database_gone_for_seconds_loses_no_point(db_env, service_env, tmp_path)
         engine.dispose()
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_env", ["postgres"], indirect=True)
+def test_a_run_whose_points_cannot_be_delivered_does_not_end_succeeded(db_env, service_env, tmp_path):
+    """The metric table is gone while a run ends: the worker waits AIME_SINK_CLOSE_TIMEOUT, then ends the run
+    `failed`, saying how many points are spooled and where; once the table is back they arrive, all of them."""
+    from conftest import Live
+    from sqlalchemy import create_engine, text
+
+    stack = Live(service_env, tmp_path)
+    stack.env |= {"AIME_HEARTBEAT_TIMEOUT": "60", "AIME_SINK_CLOSE_TIMEOUT": "3"}
+    stack.start_api()
+    engine = create_engine("postgresql+psycopg://" + db_env["AIME_DATABASE_URL"].split("://", 1)[1])
+    table = f"{db_env['AIME_DATABASE_SCHEMA']}.metricpoint"
+    try:
+        stack.start_worker()
+        body = {**DEBUG_TRAIN, "overrides": {**FAST, "num_epochs": 1}}
+        rid = _launch(stack.url, stack.env["AIME_API_TOKEN"], body)["id"]
+        wait_for(lambda: run(stack.url, rid)["latest"].get("loss"), 240, "the first points", stack.logs)
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {table} RENAME TO metricpoint_away"))
+        try:
+            done = wait_for(
+                status_is(stack.url, rid, "succeeded", "failed", "lost"), 240, "the run", stack.logs
+            )
+        finally:
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {db_env['AIME_DATABASE_SCHEMA']}.metricpoint_away RENAME TO metricpoint"
+                    )
+                )
+        spool = Path(service_env["AIME_DATA_DIR"]).resolve() / "spool" / f"run-{rid}.jsonl"
+        assert done["status"] == "failed", done
+        n = done["result"]["spooled_points"]
+        assert n > 0 and done["result"]["spool"] == str(spool)
+        assert f"{n} metric points were not delivered" in done["error"] and str(spool) in done["error"]
+        expected = jsonl_points(Path(done["config"]["checkpoint_dir"]) / "metrics.jsonl")
+        wait_for(lambda: not spool.exists(), 120, "the spool re-sent", stack.logs)
+        stored = stored_points(stack.url, rid)
+        assert expected and expected == stored, sorted(expected ^ stored)[:10]
+        print(
+            f"DRILL points undeliverable at the end: {done['status']}, {n} spooled, all {len(stored)} arrived later"
+        )
+    finally:
+        stack.close()
+        engine.dispose()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_env", ["postgres"], indirect=True)
 def test_concurrent_batches_to_one_run_in_different_key_orders_do_not_deadlock(client):
