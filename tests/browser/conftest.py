@@ -70,8 +70,8 @@ def stack(tmp_path_factory):
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium); browser tests skipped")
     data_dir = tmp_path_factory.mktemp("aime-up")
     port = _free_port()
-    aime = Path(sys.executable).with_name("aime")
-    cmd = [str(aime)] if aime.exists() else [sys.executable, "-m", "worker.cli"]
+    # The `aime` command's own module (pyproject's entry point), so a stale installed script cannot differ from it.
+    cmd = [sys.executable, "-m", "worker.cli"]
     # No AIME_* from the developer's shell: it could point `aime up` at another Redis, database, token or policy.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIME_")}
     env["MUJOCO_GL"] = os.environ.get("MUJOCO_GL", "egl")

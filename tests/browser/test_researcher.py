@@ -216,6 +216,19 @@ def test_sweep_builder_previews_how_many_runs(page, stack, shot):
     page.locator(".err-list .err", has_text="fast").wait_for()
     assert page.locator("#sweep-create").is_disabled()
     shot("sweeps-builder")
+    # The JSON stays editable; the server's refusal is shown as an error box naming the field.
+    page.fill("#sw-grid .grid-row:nth-child(2) input", "1e-3")
+    body = '{"base": {"kind": "train", "tier": 1, "preset": "debug", "synthetic": true}, "grid": {"nope": [1, 2]}}'
+    page.fill("#sweep-body", body)
+    page.locator("#sweep-preview", has_text="2 runs").wait_for()
+    page.click("#sweep-create")
+    box = page.locator("#sweep-error .error-box")
+    box.wait_for()
+    assert "nope" in box.inner_text() and "not created" in box.inner_text()
+    assert stack.http.get("/api/sweeps").json() == [] or all(
+        x["grid"] != {"nope": [1, 2]} for x in stack.http.get("/api/sweeps").json()
+    )
+    page.errors.clear()  # the browser logs the 422 of that request
 
 
 def test_notebook_history_is_a_dataframe_and_plots_with_plotly(stack, one_epoch):
