@@ -133,3 +133,75 @@ def test_client_from_the_schema_alone(live):
         assert all(isinstance(v, float) or re.fullmatch(r"-?inf|nan", v) for v in got["values"])
         history = c.get(f"/api/runs/{run['id']}/history").json()
         assert any(e["kind"] == "status" for e in history)
+
+
+def _run_id(client) -> int:
+    r = client.post(
+        "/api/runs",
+        json={"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True},
+        headers=client.h,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_bad_input_is_a_422_naming_it(client):
+    """What the fuzzer once found as 500s (or let through) is refused with the field and what is allowed."""
+    rid = _run_id(client)
+    big = 2**63
+    for url in (f"/api/runs/{big}", f"/api/runs/{rid}/history?offset={big}", f"/api/runs?tier={big}"):
+        r = client.get(url)
+        assert r.status_code == 422 and "less than or equal to" in r.json()["detail"]["message"], (
+            url,
+            r.text,
+        )
+    r = client.get(f"/api/runs/{rid}/history?limit=-1")
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "limit"
+    ingest = f"/api/runs/{rid}/metrics"
+    for point, field in (
+        ({"key": "x", "step": big, "value": 1.0}, "points.0.step"),
+        ({"key": "x", "step": 1, "value": True}, "points.0.value"),
+        ({"key": "x\x00y", "step": 1, "value": 1.0}, "points.0.key"),
+    ):
+        r = client.post(ingest, json={"points": [point]}, headers=client.h)
+        assert r.status_code == 422 and r.json()["detail"]["field"].startswith(field), r.text
+    for time_value in ("NaN", "Infinity", "-Infinity"):  # Python's JSON reader accepts these literals
+        body = '{"points": [{"key": "x", "step": 1, "value": 1.0, "time": TIME}]}'.replace("TIME", time_value)
+        r = client.post(ingest, content=body, headers={**client.h, "Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "points.0.time", r.text
+        body = '{"events": [{"kind": "log", "payload": {}, "time": TIME}]}'.replace("TIME", time_value)
+        r = client.post(
+            f"/api/runs/{rid}/events", content=body, headers={**client.h, "Content-Type": "application/json"}
+        )
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "events.0.time", r.text
+    # A NaN inside an event payload is stored as the string the codec uses, and reads back as JSON.
+    body = '{"events": [{"kind": "log", "payload": {"message": "m", "x": NaN}}]}'
+    r = client.post(
+        f"/api/runs/{rid}/events", content=body, headers={**client.h, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 200, r.text
+    assert client.get(f"/api/runs/{rid}/history").json()[-1]["payload"]["x"] == "nan"
+    r = client.post(
+        f"/api/runs/{rid}/artifacts", json={"kind": "log", "path": "/tmp/a\x00b"}, headers=client.h
+    )
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "path"
+    # A Conflict anywhere is a 409 in the one error shape.
+    client.post(f"/api/runs/{rid}/cancel", headers=client.h)
+    r = client.post(f"/api/runs/{rid}/cancel", headers=client.h)
+    assert r.status_code == 409 and "already ended" in r.json()["detail"]
+    # 405 names every method of the path.
+    r = client.put(f"/api/runs/{rid}", headers=client.h)
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, PATCH", r.headers
+
+
+def test_a_foreign_last_event_id_keeps_the_stream(live):
+    with httpx.Client(base_url=live.url, timeout=20) as c:
+        for last in ("not-a-number", "12abc", "1-2-3"):
+            with c.stream("GET", "/api/events", headers={"Last-Event-ID": last}) as r:
+                assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+                lines = []
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if line.startswith("event: ready"):
+                        break
+                assert "event: ready" in lines, lines
