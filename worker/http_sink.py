@@ -110,6 +110,8 @@ class Backlog:
                 self._drop(req, str(exc))
             except Refused as exc:
                 self._drop(req, str(exc))
+            except (TypeError, ValueError) as exc:  # not JSON-encodable: re-sending cannot help either
+                self._drop(req, f"cannot encode it: {exc}")
             except httpx.HTTPError as exc:  # connection refused, timeout, reset...
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 return False
@@ -141,7 +143,7 @@ class Backlog:
                 tmp = self.spool.with_name(self.spool.name + ".tmp")
                 try:
                     with tmp.open("w") as f:
-                        f.writelines(json.dumps(r) + "\n" for r in self.items)
+                        f.writelines(json.dumps(r, default=str) + "\n" for r in self.items)
                         f.flush()
                         os.fsync(f.fileno())
                     os.replace(tmp, self.spool)
@@ -152,7 +154,7 @@ class Backlog:
                 self.spool.parent.mkdir(parents=True, exist_ok=True)
                 with self.spool.open("a") as f:
                     try:
-                        f.writelines(json.dumps(r) + "\n" for r in self.items[self.in_file :])
+                        f.writelines(json.dumps(r, default=str) + "\n" for r in self.items[self.in_file :])
                         f.flush()
                         os.fsync(f.fileno())
                     except OSError:
@@ -298,6 +300,17 @@ class HttpSink(Sink):
             self.event("alert", {"kind": "delivery", "key": "delivery", "message": msg})
 
     def _loop(self) -> None:
+        while True:
+            try:
+                self._run()
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug here must not silently end the sending
+                print(
+                    f"http sink of run {self.run_id}: {type(exc).__name__}: {exc}; going on", file=sys.stderr
+                )
+                time.sleep(1.0)
+
+    def _run(self) -> None:
         backoff, deadline = 0.0, None
         while True:
             closing = self._closing.is_set()
