@@ -21,6 +21,7 @@ from backend.api.routes import metrics as metric_routes
 from backend.core.db import get_engine
 from backend.core.pubsub import Publisher
 from backend.core.settings import get_settings
+from backend.models import FIELD_DOCS
 from backend.security import SecurityMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,10 @@ def openapi() -> dict:
                 read = method == "get" or path in security.READ_POSTS
                 if op.get("security") and read and path not in TOKEN_ONLY_READS:
                     op["security"] = [{"HTTPBearer": []}, {}]
+        for model in schema["components"]["schemas"].values():
+            for name, prop in model.get("properties", {}).items():
+                if "description" not in prop and name in FIELD_DOCS:
+                    prop["description"] = FIELD_DOCS[name]
         app.openapi_schema = schema
     return app.openapi_schema
 
