@@ -249,7 +249,9 @@ def mark_worker_lost(session: Session, pub: Publisher, host: str, pid: int, reas
     ).all()
     for run in runs:
         run.status, run.finished_at = "lost", utcnow()
-        run.error = f"its worker (pid {pid} on {host}) {reason}; resume the run to continue from its last checkpoint"
+        run.error = (
+            f"its worker (pid {pid} on {host}) {reason}; resume the run to continue from its last checkpoint"
+        )
         session.add(run)
         session.add(Alert(run_id=run.id, kind="lost", key="worker", message=run.error))
     session.commit()

@@ -30,7 +30,8 @@ Step = Annotated[int, PField(ge=0, le=INT64_MAX, description="optimiser step (0 
 Seed = Annotated[int, PField(ge=0, le=2**31 - 1, description="random seed (0 <= seed < 2^31)")]
 Pid = Annotated[int, PField(ge=0, le=2**31 - 1, description="process id")]
 WallTime = Annotated[
-    float, PField(ge=0, allow_inf_nan=False, description="wall-clock time, seconds since the Unix epoch (finite)")
+    float,
+    PField(ge=0, allow_inf_nan=False, description="wall-clock time, seconds since the Unix epoch (finite)"),
 ]
 
 # Enumerations (the OpenAPI schema lists them).
@@ -47,10 +48,13 @@ Domain = Annotated[
 ]
 Task = Annotated[
     str,
-    PField(max_length=200, json_schema_extra={"enum": TASKS}, description="task of the domain (GET /api/tiers)"),
+    PField(
+        max_length=200, json_schema_extra={"enum": TASKS}, description="task of the domain (GET /api/tiers)"
+    ),
 ]
 Preset = Annotated[
-    str, PField(json_schema_extra={"enum": list(C.EXTRA_PRESETS)}, description="an extra preset on the tier's")
+    str,
+    PField(json_schema_extra={"enum": list(C.EXTRA_PRESETS)}, description="an extra preset on the tier's"),
 ]
 MAX_TAGS = 32
 
@@ -227,7 +231,9 @@ class SweepCreate(BaseModel):
         description='field -> {choice|uniform|loguniform|int: [..]}, plus "count": draws (seeded by sweep_seed)',
     )
     sweep_seed: Seed = 0
-    seeds: list[Seed] = PField(default_factory=lambda: [0], max_length=1000, description="seeds per configuration")
+    seeds: list[Seed] = PField(
+        default_factory=lambda: [0], max_length=1000, description="seeds per configuration"
+    )
     metric: Key = PField("eval/rollout_mse", description="the metric key that ranks configurations")
     mode: Literal["min", "max"] = "min"
     parallel: int = PField(2, ge=1, le=1000, description="at most this many runs queued or running at once")
@@ -244,8 +250,12 @@ class PromoteIn(BaseModel):
     tier: Tier | None = PField(None, description="default: the sweep's tier + 1")
     seeds: list[Seed] | None = PField(None, max_length=1000)
     parallel: int | None = PField(None, ge=1, le=1000)
-    preset: Name | None = PField("same", description='"same": the sweep\'s extra preset (e.g. debug); null: none')
-    overrides: dict[str, Any] = PField(default_factory=dict, description="extra fields for every promoted run")
+    preset: Name | None = PField(
+        "same", description='"same": the sweep\'s extra preset (e.g. debug); null: none'
+    )
+    overrides: dict[str, Any] = PField(
+        default_factory=dict, description="extra fields for every promoted run"
+    )
 
 
 class RunUpdate(BaseModel):
@@ -281,7 +291,9 @@ class EventIn(BaseModel):
 
     kind: Name = PField(description="eval, log, status, alert, dataset, progress, ...")
     payload: dict[str, Any] = PField(default_factory=dict)
-    uid: Name | None = PField(None, description="client-chosen id; an event re-sent with the same uid is dropped")
+    uid: Name | None = PField(
+        None, description="client-chosen id; an event re-sent with the same uid is dropped"
+    )
     time: WallTime | None = None
 
 
@@ -314,7 +326,8 @@ class FinishIn(BaseModel):
 
     status: Literal["succeeded", "failed", "cancelled"]
     error: str | None = PField(
-        None, description="the public error keeps its first line (crud.public_error); the rest goes to /traceback"
+        None,
+        description="the public error keeps its first line (crud.public_error); the rest goes to /traceback",
     )
     result: dict[str, Any] = PField(default_factory=dict)
     traceback: str | None = PField(None, description="the full text, for token holders only")
@@ -352,7 +365,9 @@ class RunPublic(BaseModel):
     seed: int
     synthetic: bool
     status: RunStatus
-    config: dict[str, Any] = PField(description="the fully resolved config (GET /api/tiers describes each field)")
+    config: dict[str, Any] = PField(
+        description="the fully resolved config (GET /api/tiers describes each field)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -363,8 +378,12 @@ class RunPublic(BaseModel):
     celery_task_id: str | None = PField(description="the broker's task id (used only to revoke)")
     error: str | None = PField(description="one line: why it failed (the full text: /traceback)")
     cancel_requested: bool
-    latest: dict[str, list[Any]] = PField(description='metric key -> [step, value] (value may be "nan"/"inf")')
-    progress: dict[str, Any] = PField(description="the latest progress event: done, total, unit, postfix, time")
+    latest: dict[str, list[Any]] = PField(
+        description='metric key -> [step, value] (value may be "nan"/"inf")'
+    )
+    progress: dict[str, Any] = PField(
+        description="the latest progress event: done, total, unit, postfix, time"
+    )
     result: dict[str, Any] = PField(description="what the run reported at its end (steps, dataset path, ...)")
     dataset_id: int | None
     parent_id: int | None = PField(description="the run this one retries or resumes")
@@ -763,7 +782,7 @@ class LeaderboardRowPublic(BaseModel):
     key: str
     params: dict[str, Any]
     runs: list[int]
-    values: dict[str, Number] = PField(description="run id -> final value (\"inf\" when it diverged)")
+    values: dict[str, Number] = PField(description='run id -> final value ("inf" when it diverged)')
     steps: dict[str, int] = PField(description="run id -> step of the final value")
     n: int
     mean: float | None
