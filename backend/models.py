@@ -166,7 +166,7 @@ class Alert(SQLModel, table=True):
     run_id: int = Field(foreign_key="run.id", ondelete="CASCADE")
     kind: str
     key: str = ""
-    step: int | None = None
+    step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     message: str = ""
     acknowledged: bool = False
     created_at: datetime = Field(default_factory=utcnow)
@@ -180,7 +180,7 @@ class Artifact(SQLModel, table=True):
     run_id: int = Field(foreign_key="run.id", ondelete="CASCADE")
     kind: str
     path: str
-    step: int | None = None
+    step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     meta: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
@@ -194,7 +194,7 @@ class RunEvent(SQLModel, table=True):
     run_id: int = Field(foreign_key="run.id", ondelete="CASCADE")
     uid: str | None = Field(default=None, unique=True)  # client-chosen; a re-sent event is dropped
     kind: str
-    step: int | None = None
+    step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     wall_time: float = 0.0
 

@@ -194,6 +194,26 @@ def test_bad_input_is_a_422_naming_it(client):
     assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, PATCH", r.headers
 
 
+def test_steps_up_to_2_63_are_stored_everywhere(client, service_env):
+    """Alerts, artifacts and events hold 64-bit steps like metric points (Postgres included: migration 0003)."""
+    rid = _run_id(client)
+    step = 2**63 - 1
+    path = f"{service_env['AIME_DATA_DIR']}/runs/{rid}/metrics.jsonl"
+    r = client.post(
+        f"/api/runs/{rid}/artifacts", json={"kind": "log", "path": path, "step": step}, headers=client.h
+    )
+    assert r.status_code == 200 and r.json()["step"] == step, r.text
+    events = [
+        {"kind": "alert", "payload": {"kind": "divergence", "key": "loss", "step": step, "message": "m"}},
+        {"kind": "eval", "payload": {"step": step, "rollout_mse": [0.1]}},
+    ]
+    assert (
+        client.post(f"/api/runs/{rid}/events", json={"events": events}, headers=client.h).status_code == 200
+    )
+    assert [a["step"] for a in client.get(f"/api/runs/{rid}/alerts").json()] == [step]
+    assert client.get(f"/api/runs/{rid}/history?kind=eval").json()[0]["step"] == step
+
+
 def test_a_foreign_last_event_id_keeps_the_stream(live):
     with httpx.Client(base_url=live.url, timeout=20) as c:
         for last in ("not-a-number", "12abc", "1-2-3"):
