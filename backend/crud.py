@@ -200,6 +200,12 @@ def finish_run(
     return run
 
 
+def _count(value: Any, default: Any, limit: int) -> Any:
+    """A reported count as the column can hold it; anything else (text, a float, out of range) gives `default`."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+    return value if ok else default
+
+
 def register_dataset(session: Session, pub: Publisher, run: Run, info: dict) -> Dataset:
     path = str(info.get("path") or run.config.get("data_path"))
     try:
@@ -209,11 +215,12 @@ def register_dataset(session: Session, pub: Publisher, run: Run, info: dict) -> 
     dataset = session.exec(select(Dataset).where(Dataset.path == path)).first() or Dataset(
         path=path, domain=run.domain, task=run.task, tier=run.tier
     )
-    dataset.seed = int(info.get("seed", run.seed))
-    dataset.episodes = int(info.get("episodes", 0))
-    dataset.frames = int(info.get("frames", 0))
-    dataset.bytes = int(info.get("bytes", 0) or (Path(path).stat().st_size if Path(path).exists() else 0))
-    dataset.img_size = info.get("img_size", run.config.get("img_size"))
+    dataset.seed = _count(info.get("seed"), run.seed, 2**31 - 1)
+    dataset.episodes = _count(info.get("episodes"), 0, 2**31 - 1)
+    dataset.frames = _count(info.get("frames"), 0, 2**31 - 1)
+    size = Path(path).stat().st_size if Path(path).exists() else 0
+    dataset.bytes = _count(info.get("bytes"), 0, 2**63 - 1) or size
+    dataset.img_size = _count(info.get("img_size"), run.config.get("img_size"), 2**31 - 1)
     dataset.run_id = run.id
     session.add(dataset)
     session.flush()

@@ -260,3 +260,14 @@ def test_the_schema_describes_everything():
     assert "checkpoint" in spec["components"]["schemas"]["ArtifactPublic"]["properties"]["kind"]["enum"]
     assert "nan" in spec["components"]["schemas"]["AlertPublic"]["properties"]["kind"]["enum"]
     assert "cartpole" in str(spec["components"]["schemas"]["RunCreate"]["properties"]["domain"])
+
+
+def test_a_dataset_report_with_odd_numbers_is_stored_sanely(client):
+    rid = _run_id(client)
+    odd = {"episodes": "many", "frames": 2**70, "bytes": -5, "seed": 1.5, "img_size": True}
+    r = client.post(
+        f"/api/runs/{rid}/events", json={"events": [{"kind": "dataset", "payload": odd}]}, headers=client.h
+    )
+    assert r.status_code == 200, r.text
+    ds = client.get("/api/datasets").json()[0]
+    assert (ds["episodes"], ds["frames"], ds["bytes"], ds["seed"]) == (0, 0, 0, 0)
