@@ -102,8 +102,11 @@ class DmcEnv:
         self.camera = Camera(self.physics, height=img_size, width=img_size, camera_id=camera_id)
 
     def state(self) -> np.ndarray:
-        """The physics state (qpos, qvel, actuator activations) as float32 [S]."""
-        return np.asarray(self.physics.get_state(), dtype=np.float32)
+        """The task's low-dimensional observation of the physics after the last step, flattened to float32 [S]
+        (e.g. cartpole: cart position, cos/sin of the pole angle, velocities). Unlike raw qpos, angles come as
+        cos/sin, so a linear probe can read them (a pole that spins past 2 pi is one point on the circle)."""
+        obs = self.env.task.get_observation(self.physics)
+        return np.concatenate([np.ravel(np.asarray(v, dtype=np.float32)) for v in obs.values()])
 
     def render(self) -> np.ndarray:
         # Copy: the Camera returns a view of its own buffer, which the next render overwrites.

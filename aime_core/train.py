@@ -259,6 +259,7 @@ class _Run:
         total = steps_per_epoch * cfg.num_epochs
         inject_step = int(os.environ.get("AIME_INJECT_NAN_STEP", 0) or cfg.inject_nan_step)
         inject_term = os.environ.get("AIME_INJECT_NAN_TERM") or cfg.inject_nan_term
+        shown_loss = float("nan")  # the progress bar shows the last logged loss
         while t.epoch < cfg.num_epochs:
             epoch_start = time.perf_counter()
             batches = self.train_data.batches(cfg.batch_size, cfg.seed, t.epoch)
@@ -271,7 +272,7 @@ class _Run:
                     return self.result("cancelled", "stopped on request")
                 inject = inject_term if inject_step and t.step + 1 == inject_step else None
                 try:
-                    res = t.train_step(group, inject)
+                    res = t.train_step(group, inject, log=(t.step + 1) % cfg.log_every == 0)
                 except RuntimeError as exc:  # anomaly detection (--debug) raises on the NaN itself
                     if not cfg.debug or "nan" not in str(exc).lower():
                         raise
@@ -288,9 +289,10 @@ class _Run:
                         "alert", res.nonfinite.alert() | {"message": res.nonfinite.message() + " (skipped)"}
                     )
                     continue
-                if t.step % cfg.log_every == 0:
+                if res.values:  # a logged step (every log_every): the only one whose numbers left the device
                     self.sinks.metrics(t.step, res.values, t.epoch + (g + 1) / steps_per_epoch)
-                post = {"epoch": t.epoch + 1, "num_epochs": cfg.num_epochs, "loss": res.loss}
+                    shown_loss = res.loss
+                post = {"epoch": t.epoch + 1, "num_epochs": cfg.num_epochs, "loss": shown_loss}
                 self.sinks.progress(t.step, total, "step", post)
             self.end_epoch(time.perf_counter() - epoch_start)
         return self.result("succeeded")

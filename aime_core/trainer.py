@@ -31,8 +31,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 @dataclass
 class StepResult:
-    loss: float
-    values: dict[str, float]  # metric key -> value, as sent to the sinks
+    loss: float  # NaN on an unlogged step (reading it would cost a device sync)
+    values: dict[str, float]  # metric key -> value, as sent to the sinks; empty on an unlogged step
     nonfinite: NonFinite | None = None
     overflow: bool = False  # fp16 scaler skipped the step (expected now and then; not an error)
 
@@ -68,9 +68,18 @@ class Trainer:
         return self.cfg.kl_beta * (1.0 if warm == 0 else min(1.0, step / warm))
 
     def train_step(
-        self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], inject_nan: str | None = None
+        self,
+        micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+        inject_nan: str | None = None,
+        log: bool = True,
     ):
-        """Accumulate gradients over the micro-batches (each loss / n), check them, clip, step. -> StepResult."""
+        """Accumulate gradients over the micro-batches (each loss / n), check them, clip, step. -> StepResult.
+
+        Lean on purpose: an unlogged step (`log=False`) reads one flag from the device (are the loss terms and the
+        gradient norm finite?) and nothing else; loss terms, per-module gradient norms and DPGMM diagnostics stay
+        tensors and are only materialised on logged steps. A non-finite step is still caught at the step it
+        happens, and only then are the terms and modules named (a few more syncs, once).
+        """
         t0 = time.perf_counter()
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
@@ -100,38 +109,48 @@ class Trainer:
             for k in LOSS_TERMS:
                 sums[k] = sums[k] + terms[k].detach().float() / n
             total = total + loss.detach().float() / n
-            log_pis.append(log_pi.detach())
+            if log:
+                log_pis.append(log_pi.detach())
         self.scaler.unscale_(self.opt)
-        grad_norms = module_grad_norms(self.raw_model, MODULES)
-        bad = bad_terms({**sums, "loss": total})
-        bad_modules = [m for m, v in grad_norms.items() if not math.isfinite(v)]
-        self.step += 1
-        if (bad or bad_modules) and not (self.scaler.is_enabled() and not bad):
-            self.opt.zero_grad(set_to_none=True)
-            report = NonFinite(
-                self.step, self.epoch + 1, {k: v for k, v in bad.items() if k != "loss"}, bad_modules
-            )
-            if not report.terms and "loss" in bad:
-                report.terms = {"loss": bad["loss"]}
-            return StepResult(float("nan"), {}, nonfinite=report)
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # NaN/Inf if any gradient is
+        finite = torch.isfinite(torch.stack([total, *sums.values()])).all() & torch.isfinite(grad_norm)
+        self.step += 1
+        if not bool(finite):  # the one host sync of an unlogged step
+            bad = bad_terms({**sums, "loss": total})
+            bad_modules = [
+                m for m, v in module_grad_norms(self.raw_model, MODULES).items() if not math.isfinite(v)
+            ]
+            # fp16: inf gradients with finite terms are an overflow the scaler handles by skipping the step.
+            if bad or not self.scaler.is_enabled():
+                self.opt.zero_grad(set_to_none=True)
+                report = NonFinite(
+                    self.step, self.epoch + 1, {k: v for k, v in bad.items() if k != "loss"}, bad_modules
+                )
+                if not report.terms and "loss" in bad:
+                    report.terms = {"loss": bad["loss"]}
+                return StepResult(float("nan"), {}, nonfinite=report)
         if self.cfg.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
-        else:
-            grad_norm = math.sqrt(sum(v**2 for v in grad_norms.values()))
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, grad_norm)
+        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None  # fp16 only
         lr = self.opt.param_groups[0]["lr"]
         self.scaler.step(self.opt)  # with fp16, skipped when the scaled gradients overflowed
         self.scaler.update()
         overflow = scale_before is not None and self.scaler.get_scale() < scale_before
         self.sched.step()
-        if self.device.type == "cuda":
+        if not log:
+            return StepResult(float("nan"), {}, overflow=overflow)
+        if self.device.type == "cuda":  # timing a logged step: wait for the device to finish it
             torch.cuda.synchronize(self.device)
         step_time = time.perf_counter() - t0
         clips = sum(len(f) for f, _ in micro_batches)
-        values = {"loss": float(total), **{f"loss/{k}": float(v) for k, v in sums.items()}}
-        values |= {"beta": beta, "lr": lr, "grad_norm": grad_norm}
-        values |= {f"grad_norm/{m}": v for m, v in grad_norms.items()}
+        loss_values = torch.stack([total, *sums.values(), grad_norm]).tolist()
+        values = {
+            "loss": loss_values[0],
+            **{f"loss/{k}": v for k, v in zip(LOSS_TERMS, loss_values[1:], strict=False)},
+        }
+        values |= {"beta": beta, "lr": lr, "grad_norm": loss_values[-1]}
+        values |= {f"grad_norm/{m}": v for m, v in module_grad_norms(self.raw_model, MODULES).items()}
         values |= self.raw_model.diagnostics(torch.cat([lp.reshape(-1, lp.shape[-1]) for lp in log_pis]))
         values |= {
             "perf/step_time": step_time,
@@ -140,7 +159,7 @@ class Trainer:
         }
         if self.device.type == "cuda":
             values["perf/gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        return StepResult(float(total), values, overflow=overflow)
+        return StepResult(values["loss"], values, overflow=overflow)
 
     @torch.no_grad()
     def val_loss(self, batches) -> float | None:

@@ -94,7 +94,8 @@ def test_observations_align_with_the_action_that_produced_them(cartpole_dataset)
     assert math.isinf(env.env._step_limit)  # episodes may run past the task's own time limit
     try:
         for i in range(2):
-            assert states[i].dtype == np.float32 and states[i].shape == (12, 4)  # cart/pole qpos + qvel
+            # cart position, cos/sin of the pole angle, cart and pole velocity
+            assert states[i].dtype == np.float32 and states[i].shape == (12, 5)
             assert np.array_equal(env.reset(seed=i), arrays[f"episode_{i}/first_observation"])
             for t in range(12):
                 frame, reward, last = env.step(arrays[f"episode_{i}/actions"][t])

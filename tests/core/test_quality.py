@@ -162,7 +162,7 @@ def test_states_are_scored_through_a_probe_and_their_absence_is_a_clear_error(ca
         for name in src:
             src.copy(name, dst)
             del dst[name]["states"]
-    assert read_info(bare)["state_dim"] == 0 and read_info(cartpole_dataset)["state_dim"] == 4
+    assert read_info(bare)["state_dim"] == 0 and read_info(cartpole_dataset)["state_dim"] == 5
     feeder = ClipFeeder(EpisodeStore.load(bare, [0]), 6, torch.device("cpu"), "always", 0)
     with pytest.raises(DataError, match="has no physics states"):
         next(feeder.batches(2, 0, 0, with_states=True))
