@@ -73,7 +73,7 @@ def _field(loc: tuple | list) -> str:
 
 
 def _message(err: dict[str, Any]) -> str:
-    msg = str(err.get("msg", "invalid"))
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "missing":
         return "is required"
     if "input" in err and err.get("type") not in ("missing",):

@@ -1,9 +1,10 @@
 """SQLModel tables (runs, datasets, metric points, alerts, artifacts, run events) and their API schemas."""
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictFloat, StrictInt, StringConstraints
 from pydantic import Field as PField
 from sqlalchemy import JSON, BigInteger, Column, Float, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -33,6 +34,22 @@ WallTime = Annotated[
     float,
     PField(ge=0, allow_inf_nan=False, description="wall-clock time, seconds since the Unix epoch (finite)"),
 ]
+
+
+def _finite(value: Any) -> Any:
+    """Python's JSON reader takes NaN/Infinity literals; free-form objects refuse them (a reply could not hold them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError('NaN and Infinity are not JSON numbers; send the strings "nan", "inf" or "-inf"')
+    if isinstance(value, dict):
+        for v in value.values():
+            _finite(v)
+    elif isinstance(value, list):
+        for v in value:
+            _finite(v)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite)]
 
 # Enumerations (the OpenAPI schema lists them).
 RunKind = Literal["collect", "train"]
@@ -214,7 +231,7 @@ class RunCreate(BaseModel):
     seed: Seed | None = None
     seeds: list[Seed] | None = PField(None, max_length=1000, description="one run per seed, as a seed group")
     synthetic: bool | None = PField(None, description="the procedural ball environment instead of MuJoCo")
-    overrides: dict[str, Any] = PField(
+    overrides: JsonObject = PField(
         default_factory=dict, description="config fields over the tier preset (GET /api/tiers lists them)"
     )
     tags: list[Tag] = PField(default_factory=list, max_length=MAX_TAGS)
@@ -225,8 +242,10 @@ class SweepCreate(BaseModel):
     """A sweep: the base launch, a grid and/or random space, seeds per configuration, metric, parallel limit."""
 
     base: RunCreate
-    grid: dict[str, list[Any]] = PField(default_factory=dict, description="field -> values (their product)")
-    random: dict[str, Any] = PField(
+    grid: Annotated[dict[str, list[Any]], AfterValidator(_finite)] = PField(
+        default_factory=dict, description="field -> values (their product)"
+    )
+    random: JsonObject = PField(
         default_factory=dict,
         description='field -> {choice|uniform|loguniform|int: [..]}, plus "count": draws (seeded by sweep_seed)',
     )
@@ -237,7 +256,7 @@ class SweepCreate(BaseModel):
     metric: Key = PField("eval/rollout_mse", description="the metric key that ranks configurations")
     mode: Literal["min", "max"] = "min"
     parallel: int = PField(2, ge=1, le=1000, description="at most this many runs queued or running at once")
-    early_stop: dict[str, Any] | bool = PField(
+    early_stop: JsonObject | bool = PField(
         True, description="{k, patience, key, min_runs}; true: the defaults; false: off"
     )
     name: Name = ""
@@ -253,9 +272,7 @@ class PromoteIn(BaseModel):
     preset: Name | None = PField(
         "same", description='"same": the sweep\'s extra preset (e.g. debug); null: none'
     )
-    overrides: dict[str, Any] = PField(
-        default_factory=dict, description="extra fields for every promoted run"
-    )
+    overrides: JsonObject = PField(default_factory=dict, description="extra fields for every promoted run")
 
 
 class RunUpdate(BaseModel):
@@ -309,7 +326,7 @@ class ArtifactIn(BaseModel):
     kind: ArtifactKind
     path: PathStr = PField(description="inside the data directory's run areas or AIME_ALLOWED_ROOTS")
     step: Step | None = None
-    meta: dict[str, Any] = PField(default_factory=dict)
+    meta: JsonObject = PField(default_factory=dict)
 
 
 class StartIn(BaseModel):
@@ -329,7 +346,7 @@ class FinishIn(BaseModel):
         None,
         description="the public error keeps its first line (crud.public_error); the rest goes to /traceback",
     )
-    result: dict[str, Any] = PField(default_factory=dict)
+    result: JsonObject = PField(default_factory=dict)
     traceback: str | None = PField(None, description="the full text, for token holders only")
 
 

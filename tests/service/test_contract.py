@@ -271,3 +271,14 @@ def test_a_dataset_report_with_odd_numbers_is_stored_sanely(client):
     assert r.status_code == 200, r.text
     ds = client.get("/api/datasets").json()[0]
     assert (ds["episodes"], ds["frames"], ds["bytes"], ds["seed"]) == (0, 0, 0, 0)
+
+
+def test_nan_literals_in_free_form_objects_are_refused(client):
+    rid = _run_id(client)
+    json_h = {**client.h, "Content-Type": "application/json"}
+    r = client.post("/api/runs", content='{"kind": "train", "overrides": {"lr": NaN}}', headers=json_h)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "overrides", r.text
+    assert r.json()["detail"]["message"].startswith("NaN and Infinity are not JSON numbers")
+    body = '{"kind": "log", "path": "x", "meta": {"a": [1, Infinity]}}'
+    r = client.post(f"/api/runs/{rid}/artifacts", content=body, headers=json_h)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "meta", r.text
