@@ -20,7 +20,7 @@ async function mountSweep(root, id) {
   const plot = h("div#parcoords", { role: "img", "aria-label": "Parallel coordinates: varied fields against the metric" });
   const runsBox = h("div.card.table-wrap");
   const curveKey = h("select#curve-key", { "aria-label": "Metric of the group curves" },
-    ["loss", "val/loss", "eval/rollout_mse", "eval/rollout_psnr"].map((k) => h("option", { value: k }, k)));
+    ["loss", "val/loss", "eval/rollout_ratio", "eval/rollout_mse", "eval/rollout_psnr"].map((k) => h("option", { value: k }, k)));
   const curveNote = h("p.small.muted#curve-note");
   const curves = h("div#group-curves", { role: "img", "aria-label": "Mean ± std over seeds per configuration" });
   curveKey.addEventListener("change", () => drawCurves());

@@ -5,7 +5,8 @@ import { parseNumber, parseSeeds, parseValues } from "./forms.js";
 import { countsText } from "./sweepsummary.js";
 import { clear, debounce, emptyState, errorText, fmtTime, h, statusBadge } from "./ui.js";
 
-const METRICS = ["eval/rollout_mse", "val/loss", "loss", "eval/psnr"];
+// eval/rollout_ratio first: rollout MSE over the better of copy-last and mean frame, comparable across tasks.
+const METRICS = ["eval/rollout_ratio", "eval/rollout_mse", "val/loss", "loss", "eval/psnr"];
 
 export async function mount(root) {
   const body = h("div");
