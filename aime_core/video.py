@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -39,6 +38,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 4) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     T, H, W, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))
+    import av  # noqa: PLC0415 - only where a video is written: training with video_clips=0 runs without PyAV
+
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("h264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
@@ -53,6 +54,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 4) -> str:
 
 def read_frame(path: str | Path, index: int = 0) -> np.ndarray:
     """One decoded frame of a video as uint8 [H,W,3] (used by tests and to look at a video)."""
+    import av  # noqa: PLC0415
+
     with av.open(str(path)) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if i == index:
