@@ -18,7 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aime_core.config import ConfigError
 from backend.crud import Conflict
+from backend.sweeps import SweepError
 
 log = logging.getLogger("aime.api")
 
@@ -122,6 +124,18 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers or None)
 
 
+async def config_error(_request: Request, exc: ConfigError) -> JSONResponse:
+    """A launch's config is wrong: 422 naming the field and what is allowed."""
+    return JSONResponse(
+        {"detail": {"field": exc.field, "message": exc.message, "error": str(exc)}}, status_code=422
+    )
+
+
+async def sweep_error(_request: Request, exc: SweepError) -> JSONResponse:
+    """A sweep request is wrong: 422 naming the field (and the configuration when known)."""
+    return JSONResponse({"detail": jsonable_encoder(exc.detail)}, status_code=422)
+
+
 async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
     """`crud.Conflict` anywhere below a route is a 409 with its message."""
     return JSONResponse({"detail": str(exc)}, status_code=409)
@@ -139,4 +153,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Conflict, conflict)
+    app.add_exception_handler(ConfigError, config_error)
+    app.add_exception_handler(SweepError, sweep_error)
     app.add_exception_handler(Exception, server_error)

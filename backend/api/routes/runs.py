@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from sqlmodel import select
 
-from aime_core.config import ConfigError, run_name, to_dict
+from aime_core.config import run_name, to_dict
 from backend import crud
 from backend.api.deps import PubDep, Read, RunId, SessionDep, SettingsDep, Token, run_or_404
 from backend.errors import doc
@@ -30,29 +30,19 @@ from backend.models import (
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
-def config_422(exc: ConfigError) -> HTTPException:
-    return HTTPException(422, {"field": exc.field, "message": exc.message, "error": str(exc)})
-
-
 @router.post(
     "", status_code=201, dependencies=[Token], response_model=RunPublic | list[RunPublic], responses=doc(507)
 )
 def launch(body: RunCreate, session: SessionDep, settings: SettingsDep, pub: PubDep) -> Run | list[Run]:
     """Launch a collect or train run (a list of runs when `seeds` is given); 422 names the wrong field."""
-    try:
-        runs = crud.create_runs(session, settings, pub, body)
-    except ConfigError as exc:
-        raise config_422(exc) from None
+    runs = crud.create_runs(session, settings, pub, body)  # ConfigError: a 422 naming the field (errors.py)
     return runs if body.seeds else runs[0]
 
 
 @router.post("/resolve", dependencies=[Read], response_model=ResolvePublic)
 def resolve(body: RunCreate, settings: SettingsDep) -> dict[str, Any]:
     """The fully resolved config(s) of a launch, without creating anything."""
-    try:
-        configs = [crud.resolve_launch(settings, body, s) for s in (body.seeds or [body.seed])]
-    except ConfigError as exc:
-        raise config_422(exc) from None
+    configs = [crud.resolve_launch(settings, body, s) for s in (body.seeds or [body.seed])]
     return {
         "kind": body.kind,
         "runs": [

@@ -38,10 +38,9 @@ def sweep_or_404(session: Session, sweep_id: int) -> Sweep:
 )
 def create(body: SweepCreate, session: SessionDep, settings: SettingsDep, pub: PubDep) -> dict[str, Any]:
     """Expand the space, validate every configuration (422 names the field and configuration), queue `parallel`."""
-    try:
-        sweep = sweeps.create_sweep(session, settings, pub, body)
-    except sweeps.SweepError as exc:
-        raise HTTPException(422, exc.detail) from None
+    sweep = sweeps.create_sweep(
+        session, settings, pub, body
+    )  # SweepError: a 422 naming the field (errors.py)
     return sweeps.describe(session, sweep)
 
 
@@ -81,10 +80,7 @@ def promote(
     sweep_id: SweepId, body: PromoteIn, session: SessionDep, settings: SettingsDep, pub: PubDep
 ) -> dict[str, Any]:
     """Launch the best `top_k` configurations at the next tier as a new sweep (lineage kept on its runs)."""
-    try:
-        child = sweeps.promote(session, settings, pub, sweep_or_404(session, sweep_id), body)
-    except sweeps.SweepError as exc:
-        raise HTTPException(422, exc.detail) from None
+    child = sweeps.promote(session, settings, pub, sweep_or_404(session, sweep_id), body)
     return sweeps.describe(session, child)
 
 
