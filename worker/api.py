@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 
-RETRY_STATUS = {401, 408, 429, 500, 502, 503, 504, 507}  # 401: a restarting API may not have its token yet; 507: disk full
+# 401: a restarting API may not have its token yet; 507: the API's disk is full (it answers again once freed)
+RETRY_STATUS = {401, 408, 429, 500, 502, 503, 504, 507}
 
 
 class ApiError(Exception):
