@@ -25,6 +25,7 @@ from backend.models import (
     Artifact,
     Dataset,
     MetricPoint,
+    MetricTile,
     Run,
     RunCreate,
     RunEvent,
@@ -354,6 +355,9 @@ def _clone(
         session.bulk_insert_mappings(
             MetricPoint, [dict(run_id=child.id, key=k, step=s, value=v, wall_time=w) for k, s, v, w in rows]
         )
+        from backend import metrics  # (metrics imports crud)
+
+        metrics.rebuild_tiles(session.connection(), child.id)  # the chart summary of the copied points
         latest = {k: v for k, v in run.latest.items() if v[0] <= copy_until}
         child.latest = latest
     session.commit()
@@ -389,7 +393,7 @@ def delete_run(session: Session, settings: Settings, pub: Publisher, run: Run) -
             continue  # never delete outside the data directory
         shutil.rmtree(path) if path.is_dir() else path.unlink()
         removed.append(str(path))
-    for table in (MetricPoint, Alert, Artifact, RunEvent):
+    for table in (MetricTile, MetricPoint, Alert, Artifact, RunEvent):
         session.exec(delete(table).where(table.run_id == run.id))
     session.delete(run)
     session.commit()

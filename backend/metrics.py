@@ -7,7 +7,7 @@ import time
 from collections import deque
 from typing import Any
 
-from sqlalchemy import case, func
+from sqlalchemy import case, func, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -20,6 +20,20 @@ from backend.models import MetricPoint, PointIn, Run
 
 FINITE_LIMIT = 1.0e308  # |value| above this is +-Inf; NaN is stored as NULL
 CHUNK = 1000  # rows per INSERT (SQLite allows 32766 bound variables)
+TILE = 32  # steps per summary tile (metrictile; migration 0004)
+NONFINITE_SQL = (
+    "value IS NULL OR abs(value) >= 1e308"  # the partial index ix_metric_nonfinite's text, verbatim
+)
+_FINITE = "CASE WHEN abs({v}) < 1e308 THEN {v} END"
+# Recompute the tiles of steps a..b of one key from its points (a re-sent point may lower a max: no increments).
+_TILES_SQL = text(
+    "INSERT INTO metrictile (run_id, key, tile, n, step_min, step_max, vmin, vmax, wall_max) "
+    f"SELECT run_id, key, step / {TILE}, count(*), min(step), max(step), min({_FINITE.format(v='value')}), "
+    f"max({_FINITE.format(v='value')}), max(wall_time) FROM metricpoint "
+    f"WHERE run_id = :r AND key = :k AND step >= :a AND step <= :b GROUP BY run_id, key, step / {TILE} "
+    "ON CONFLICT (run_id, key, tile) DO UPDATE SET n = excluded.n, step_min = excluded.step_min, "
+    "step_max = excluded.step_max, vmin = excluded.vmin, vmax = excluded.vmax, wall_max = excluded.wall_max"
+)
 
 # Process-wide ingest counter for /metrics (points, and a one-minute window for the rate).
 INGESTED = {"points": 0}
@@ -72,7 +86,13 @@ def _ingest_rows(session: Session, pub: Publisher, run: Run, rows: list[dict], n
         set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
     )
     if rows:  # executemany: SQLAlchemy batches it ("insertmanyvalues") without compiling a huge statement
-        session.connection().execute(stmt, rows)
+        conn = session.connection()
+        conn.execute(stmt, rows)
+        if (
+            dialect == "postgresql"
+        ):  # concurrent batches of this run refresh its tiles one after the other, each
+            conn.execute(text("SELECT 1 FROM run WHERE id = :r FOR UPDATE"), {"r": run.id})  # seeing the last
+        refresh_tiles(conn, run.id, rows)
 
     latest = dict(run.latest or {})
     for r in rows:
@@ -81,8 +101,8 @@ def _ingest_rows(session: Session, pub: Publisher, run: Run, rows: list[dict], n
             latest[r["key"]] = [r["step"], json_value(r["value"])]
         if r["value"] is None or abs(r["value"]) > FINITE_LIMIT:
             kind = "nan" if r["value"] is None else "inf"
-            text = f"{r['key']} is {json_value(r['value'])} at step {r['step']}"
-            alerts += crud.open_alert(session, pub, run.id, kind, r["key"], r["step"], text)
+            msg = f"{r['key']} is {json_value(r['value'])} at step {r['step']}"
+            alerts += crud.open_alert(session, pub, run.id, kind, r["key"], r["step"], msg)
     run.latest = latest
     session.add(run)
     session.commit()
@@ -95,6 +115,41 @@ def _ingest_rows(session: Session, pub: Publisher, run: Run, rows: list[dict], n
     live = [{"key": r["key"], "step": r["step"], "value": json_value(r["value"])} for r in rows]
     pub.publish("metrics", run.id, {"points": live})
     return {"points": len(rows), "alerts": alerts}
+
+
+def tile_ranges(rows: list[dict]) -> list[dict]:
+    """(key, first step, last step) of each run of consecutive tiles the rows touch, in (key, tile) order."""
+    out: list[dict] = []
+    for r in rows:  # sorted by (key, step)
+        t = r["step"] // TILE
+        if out and out[-1]["k"] == r["key"] and t <= out[-1]["b"] // TILE + 1:
+            out[-1]["b"] = t * TILE + TILE - 1
+        else:
+            out.append({"r": r["run_id"], "k": r["key"], "a": t * TILE, "b": t * TILE + TILE - 1})
+    return out
+
+
+def refresh_tiles(conn, run_id: int, rows: list[dict]) -> None:
+    """Bring the tiles the (key, step)-sorted rows fall in up to date with the stored points."""
+    ranges = tile_ranges(rows)
+    for p in ranges:
+        p["r"] = run_id
+    if ranges:
+        conn.execute(_TILES_SQL, ranges)
+
+
+def rebuild_tiles(conn, run_id: int) -> None:
+    """All tiles of a run from its points (after a bulk copy of points, e.g. a resumed run's history)."""
+    conn.execute(text("DELETE FROM metrictile WHERE run_id = :r"), {"r": run_id})
+    finite = _FINITE.format(v="value")
+    conn.execute(
+        text(
+            "INSERT INTO metrictile (run_id, key, tile, n, step_min, step_max, vmin, vmax, wall_max) "
+            f"SELECT run_id, key, step / {TILE}, count(*), min(step), max(step), min({finite}), max({finite}), "
+            f"max(wall_time) FROM metricpoint WHERE run_id = :r GROUP BY run_id, key, step / {TILE}"
+        ),
+        {"r": run_id},
+    )
 
 
 def ingest_rate() -> float:
@@ -151,31 +206,40 @@ def exact(
 
 def downsample(session: Session, run_id: int, key: str, buckets: int, step_min=None, step_max=None) -> dict:
     """At most `buckets` buckets by step: min and max of the finite values, the last value, and every step whose
-    value was NaN/Inf (never dropped, however many points a bucket holds)."""
+    value was NaN/Inf (never dropped, however many points a bucket holds).
+
+    A bucket is steps lo + [ceil(i*span/buckets), ceil((i+1)*span/buckets)). When buckets span 2+ tiles (a long
+    metric), a tile wholly inside one bucket is read from metrictile and only the points of tiles cut by a bucket
+    edge (or by the zoom range) are read: about 2 * TILE points per bucket instead of all of them. The answer is
+    the same as reading every point (tests/service/test_metric_tiles.py)."""
     M = MetricPoint
     cond = _where(run_id, key, step_min, step_max)
-    n, lo, hi = session.exec(select(func.count(), func.min(M.step), func.max(M.step)).where(*cond)).one()
-    out: dict[str, Any] = {"key": key, "count": n, "buckets": 0, "step": [], "min": [], "max": [], "last": []}
+    out: dict[str, Any] = {"key": key, "count": 0, "buckets": 0, "step": [], "min": [], "max": [], "last": []}
     out.update(first_step=[], last_step=[], n=[], nonfinite={"steps": [], "values": []})
-    if not n:
+    lo = session.exec(select(func.min(M.step)).where(*cond)).one()  # two index seeks (one aggregate each:
+    if lo is None:  # SQLite's min/max optimisation takes a single one)
         return out
+    hi = session.exec(select(func.max(M.step)).where(*cond)).one()
     span = hi - lo + 1
-    bucket = ((M.step - lo) * buckets) // span  # integer division in SQLite and Postgres
-    finite = case((func.abs(M.value) < FINITE_LIMIT, M.value), else_=None)
-    rows = session.exec(
-        select(
-            bucket.label("b"),
-            func.count(),
-            func.min(M.step),
-            func.max(M.step),
-            func.min(finite),
-            func.max(finite),
-            func.max(M.wall_time),  # the dashboard's compare page plots against wall time
-        )
-        .where(*cond)
-        .group_by("b")
-        .order_by("b")
-    ).all()
+    if span >= 2 * TILE * buckets:
+        rows = _tiled_buckets(session, run_id, key, buckets, lo, hi)
+    else:
+        bucket = ((M.step - lo) * buckets) // span  # integer division in SQLite and Postgres
+        finite = case((func.abs(M.value) < FINITE_LIMIT, M.value), else_=None)
+        rows = session.exec(
+            select(
+                bucket.label("b"),
+                func.count(),
+                func.min(M.step),
+                func.max(M.step),
+                func.min(finite),
+                func.max(finite),
+                func.max(M.wall_time),  # the dashboard's compare page plots against wall time
+            )
+            .where(*cond)
+            .group_by("b")
+            .order_by("b")
+        ).all()
     last_steps = [r[3] for r in rows]
     last_vals = {}
     for i in range(0, len(last_steps), CHUNK):
@@ -190,12 +254,63 @@ def downsample(session: Session, run_id: int, key: str, buckets: int, step_min=N
         out["min"].append(vmin)
         out["max"].append(vmax)
         out["last"].append(json_value(last_vals.get(s1)))
+    out["count"] = sum(out["n"])
     out["buckets"] = len(rows)
-    bad = session.exec(
-        select(M.step, M.value).where(*cond, or_null(M.value)).order_by(M.step).limit(100000)
+    bad = session.exec(  # the partial index ix_metric_nonfinite holds exactly these rows
+        select(M.step, M.value).where(*cond, text(f"({NONFINITE_SQL})")).order_by(M.step).limit(100000)
     ).all()
     out["nonfinite"] = {"steps": [s for s, _ in bad], "values": [json_value(v) for _, v in bad]}
     return out
+
+
+def _tiled_buckets(session: Session, run_id: int, key: str, buckets: int, lo: int, hi: int) -> list[tuple]:
+    """(bucket, count, first step, last step, finite min, finite max, latest wall time) per non-empty bucket, from
+    the tiles wholly inside one bucket plus the points of the other tiles that overlap lo..hi."""
+    span = hi - lo + 1
+    b = "(({s} - :lo) * :nb) / :span"
+    whole = (
+        f"t.step_min >= :lo AND t.step_max <= :hi AND {b.format(s='t.step_min')} = {b.format(s='t.step_max')}"
+    )
+    where = "t.run_id = :r AND t.key = :k AND t.tile >= :t0 AND t.tile <= :t1"
+    args = {"r": run_id, "k": key, "lo": lo, "hi": hi, "nb": buckets, "span": span, "t0": lo // TILE}
+    args["t1"] = hi // TILE
+    from_tiles = (
+        session.connection()
+        .execute(
+            text(
+                f"SELECT {b.format(s='t.step_min')} AS b, sum(t.n), min(t.step_min), max(t.step_max), min(t.vmin), "
+                f"max(t.vmax), max(t.wall_max) FROM metrictile t WHERE {where} AND {whole} GROUP BY 1"
+            ),
+            args,
+        )
+        .all()
+    )
+    finite = _FINITE.format(v="p.value")
+    from_points = (
+        session.connection()
+        .execute(
+            text(
+                f"SELECT {b.format(s='p.step')} AS b, count(*), min(p.step), max(p.step), min({finite}), "
+                f"max({finite}), max(p.wall_time) FROM metrictile t JOIN metricpoint p ON p.run_id = t.run_id "
+                "AND p.key = t.key AND p.step >= t.step_min AND p.step <= t.step_max "
+                f"WHERE {where} AND NOT ({whole}) AND p.step >= :lo AND p.step <= :hi GROUP BY 1"
+            ),
+            args,
+        )
+        .all()
+    )
+    merged: dict[int, list] = {}
+    for row in [*from_tiles, *from_points]:
+        m = merged.get(row[0])
+        if m is None:
+            merged[row[0]] = list(row)
+            continue
+        m[1] += row[1]
+        m[2], m[3] = min(m[2], row[2]), max(m[3], row[3])
+        m[4] = row[4] if m[4] is None else m[4] if row[4] is None else min(m[4], row[4])
+        m[5] = row[5] if m[5] is None else m[5] if row[5] is None else max(m[5], row[5])
+        m[6] = max(m[6], row[6])
+    return [tuple(merged[k]) for k in sorted(merged)]
 
 
 def or_null(col):

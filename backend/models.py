@@ -175,6 +175,21 @@ class MetricPoint(SQLModel, table=True):
     wall_time: float = 0.0
 
 
+class MetricTile(SQLModel, table=True):
+    """A metric's points in one 32-step tile (step // 32), kept at ingest: count, step range, min/max of the finite
+    values, latest wall time. A long metric's chart reads these instead of every point (backend/metrics.py)."""
+
+    run_id: int = Field(foreign_key="run.id", ondelete="CASCADE", primary_key=True)
+    key: str = Field(primary_key=True)
+    tile: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    n: int
+    step_min: int = Field(sa_column=Column(BigInteger, nullable=False))
+    step_max: int = Field(sa_column=Column(BigInteger, nullable=False))
+    vmin: float | None = Field(default=None, sa_column=Column(Float(precision=53), nullable=True))
+    vmax: float | None = Field(default=None, sa_column=Column(Float(precision=53), nullable=True))
+    wall_max: float = 0.0
+
+
 class Alert(SQLModel, table=True):
     """A non-finite value, divergence, OOM or lost worker; one open alert per run, kind and key."""
 
