@@ -161,7 +161,8 @@ def test_metrics_ingest_downsample_and_alerts(client):
     assert bad.status_code == 422 and "nan" in bad.text
 
     prom = client.get("/metrics").text
-    assert 'aime_runs{status="queued"} 1' in prom and 'aime_queue_length{queue="collect"} 1' in prom
+    # a synthetic collection waits on its own queue, never behind a real collection
+    assert 'aime_runs{status="queued"} 1' in prom and 'aime_queue_length{queue="synthetic"} 1' in prom
 
 
 def test_artifacts_range_download_and_traversal(client, service_env):
