@@ -362,7 +362,8 @@ def text_report(rep: dict) -> str:
         lines.append(
             f"CPU tier-1 config, batch {cpu.get('batch_size')}: log_every 1 {cpu['step_time_log_every_1_s'] * 1e3:.1f} "
             f"ms/step vs log_every 100 {cpu['step_time_log_every_100_s'] * 1e3:.1f} ms/step, "
-            f"ratio {cpu['ratio_1_over_100']:.3f}"
+            f"ratio {cpu['ratio_1_over_100']:.3f}; a logged step costs "
+            f"{cpu.get('logging_cost_per_logged_step_s', float('nan')) * 1e3:+.1f} ms (medians of {cpu['steps']} each)"
         )
     lines.append("targets (#14 item 4):")
     for name, t in rep["targets"].items():
