@@ -210,6 +210,7 @@ def run(
     log_compare_tiers=(1,),
     log_steps: int | None = None,
     echo=print,
+    compiled_only: bool = False,
 ) -> dict:
     """Every figure of this benchmark as a dict (also printed through `echo`)."""
     report: dict = {"device": str(device), "steps": steps, "warmup": warmup, "tiers": {}}
@@ -230,7 +231,7 @@ def run(
             "params_m": n_params / 1e6,
             "settings": {},
         }
-        for comp in (False, True) if compile_ else (False,):
+        for comp in (True,) if compiled_only else (False, True) if compile_ else (False,):
             for amp in amp_settings:
                 name = f"{'compiled' if comp else 'eager'} {'amp' if amp else 'fp32'}"
                 cfg = resolve_train(tier, overrides=over | {"amp": amp, "compile": comp}, env={})
