@@ -78,7 +78,8 @@ def test_fuzz_every_operation(live, tmp_path):
         str(report),
     ]
     started = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 90)
+    # cwd: schemathesis keeps its example database in ./.schemathesis, which belongs in tmp_path, not the checkout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 90, cwd=tmp_path)
     took = time.monotonic() - started
     assert report.exists(), out.stdout[-5000:] + out.stderr[-3000:]
     summary = json.loads(report.read_text())
