@@ -274,6 +274,12 @@ def _tiled_buckets(session: Session, run_id: int, key: str, buckets: int, lo: in
     where = "t.run_id = :r AND t.key = :k AND t.tile >= :t0 AND t.tile <= :t1"
     args = {"r": run_id, "k": key, "lo": lo, "hi": hi, "nb": buckets, "span": span, "t0": lo // TILE}
     args["t1"] = hi // TILE
+    if (
+        session.get_bind().dialect.name == "postgresql"
+    ):  # the planner cannot estimate the cut tiles and guesses
+        session.connection().execute(
+            text("SET LOCAL jit = off")
+        )  # billions of rows: JIT compiling took 0.36 s
     from_tiles = (
         session.connection()
         .execute(
@@ -291,9 +297,9 @@ def _tiled_buckets(session: Session, run_id: int, key: str, buckets: int, lo: in
         .execute(
             text(
                 f"SELECT {b.format(s='p.step')} AS b, count(*), min(p.step), max(p.step), min({finite}), "
-                f"max({finite}), max(p.wall_time) FROM metrictile t JOIN metricpoint p ON p.run_id = t.run_id "
-                "AND p.key = t.key AND p.step >= t.step_min AND p.step <= t.step_max "
-                f"WHERE {where} AND NOT ({whole}) AND p.step >= :lo AND p.step <= :hi GROUP BY 1"
+                f"max({finite}), max(p.wall_time) FROM metrictile t CROSS JOIN metricpoint p "  # (SQLite: tiles
+                f"WHERE {where} AND NOT ({whole}) AND p.run_id = t.run_id AND p.key = t.key "  # first, as written)
+                "AND p.step >= t.step_min AND p.step <= t.step_max AND p.step >= :lo AND p.step <= :hi GROUP BY 1"
             ),
             args,
         )
