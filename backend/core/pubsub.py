@@ -8,6 +8,7 @@ then forwards pub/sub messages after X sees every event exactly once, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from functools import lru_cache
@@ -18,10 +19,51 @@ import redis.asyncio as aredis
 
 from backend.core.settings import Settings, get_settings
 
+FINAL = ("succeeded", "failed", "cancelled", "lost")  # models.FINAL_STATUSES (core/ imports no models)
+
+# KEYS: (stream, its payload byte count) for the global stream and, if any, the run's. ARGV: body, most entries,
+# most payload bytes, and for a run's final status the window (ms) its stream keeps (0 otherwise). A stream over a
+# cap drops its oldest entries down to 90 % of it (amortised); a run that ends keeps the window, then expires.
 _PUBLISH = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
-redis.call('PUBLISH', KEYS[1], id .. ' ' .. ARGV[1])
-return id
+local body, maxlen, cap, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, #KEYS, 2 do
+  local key, bkey = KEYS[i], KEYS[i + 1]
+  local id = redis.call('XADD', key, '*', 'd', body)
+  redis.call('PUBLISH', key, id .. ' ' .. body)
+  local bytes = redis.call('INCRBY', bkey, #body)
+  local n = redis.call('XLEN', key)
+  local cutoff = 0
+  if window > 0 and i > 1 then
+    local t = redis.call('TIME')
+    cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - window
+  end
+  if bytes > cap or n > maxlen or cutoff > 0 then
+    local low_b = bytes > cap and math.floor(cap * 0.9) or bytes
+    local low_n = n > maxlen and math.floor(maxlen * 0.9) or n
+    local freed, dropped, keep, start = 0, 0, nil, '-'
+    while keep == nil do
+      local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
+      if #batch == 0 then break end
+      for _, e in ipairs(batch) do
+        local ms = tonumber(string.match(e[1], '^(%d+)'))
+        if e[1] == id or (bytes - freed <= low_b and n - dropped <= low_n and ms >= cutoff) then
+          keep = e[1]
+          break
+        end
+        freed = freed + #e[2][2]
+        dropped = dropped + 1
+      end
+      start = '(' .. batch[#batch][1]
+    end
+    if keep then redis.call('XTRIM', key, 'MINID', keep) end
+    redis.call('DECRBY', bkey, freed)
+  end
+  if cutoff > 0 then
+    redis.call('PEXPIRE', key, window)
+    redis.call('PEXPIRE', bkey, window)
+  end
+end
+return 1
 """
 
 
@@ -43,14 +85,17 @@ class Publisher:
         self.script = self.redis.register_script(_PUBLISH)
 
     def publish(self, kind: str, run_id: int | None, data: dict[str, Any]) -> None:
+        """One round trip: into the global stream and the run's, each capped in entries and payload bytes; a run's
+        final status trims its stream to the last `events_end_window_s` and lets it expire after that long."""
+        s = self.settings
         body = json.dumps({"type": kind, "run_id": run_id, **data}, default=str)
-        maxlen = self.settings.events_maxlen
-        try:
-            self.script(keys=[channel(self.settings)], args=[body, maxlen])
-            if run_id is not None:
-                self.script(keys=[channel(self.settings, run_id)], args=[body, maxlen])
-        except redis.RedisError:
-            pass  # live updates are best effort; the database already holds the data
+        keys = [channel(s), channel(s) + ":bytes"]
+        if run_id is not None:
+            keys += [channel(s, run_id), channel(s, run_id) + ":bytes"]
+        ends = kind == "status" and data.get("status") in FINAL  # the run ended
+        window = max(1, int(s.events_end_window_s * 1000)) if ends and run_id is not None else 0
+        with contextlib.suppress(redis.RedisError):  # live updates are best effort; the database holds the data
+            self.script(keys=keys, args=[body, s.events_maxlen, s.events_max_bytes, window])
 
 
 def _id_tuple(stream_id: str) -> tuple[int, int]:

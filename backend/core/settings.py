@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = 7 * 24 * 3600  # Redis redelivery of unacked tasks; above the longest run
     spool_dir: Path | None = None  # where the HTTP sink keeps batches while the API is down
     events_maxlen: int = 20000  # events kept per Redis stream for Last-Event-ID replay
+    events_max_bytes: int = 4 << 20  # ... and at most this many payload bytes per stream (oldest dropped first)
+    events_end_window_s: float = 300.0  # a run's stream keeps its last 5 minutes when it ends, then expires
     # --- security (README "Security model")
     allowed_hosts: str = ""  # extra Host names the API answers (comma-separated; loopback is always allowed)
     allowed_roots: str = ""  # extra directories API paths may point into (comma-separated), e.g. dataset stores
