@@ -301,11 +301,14 @@ def targets(report: dict, dry: bool) -> dict:
     out["syncs_per_unlogged_step_le_1"] = {"value": syncs, "status": verdict(syncs, 1) if gpu else "not run"}
     cpu = report.get("cpu_log_cost")
     if cpu and "ratio_1_over_100" in cpu:
-        r = cpu["ratio_1_over_100"]
+        # Judged on the process's CPU time per step (the work done) where measured: on a shared CPU wall time
+        # varies 2-4x from step to step; the wall-time ratio is reported beside it.
+        r = cpu.get("cpu_time_ratio_1_over_100", cpu["ratio_1_over_100"])
         out["cpu_log_every_100_faster_than_1"] = {
             "ratio_1_over_100": r,
+            "wall_ratio_1_over_100": cpu["ratio_1_over_100"],
             "status": "MET" if r > 1.02 else "MISS",
-            "note": "measurably faster: ratio above 1.02",
+            "note": "measurably faster: CPU-time ratio above 1.02",
         }
     else:
         out["cpu_log_every_100_faster_than_1"] = {"status": "not run"}
@@ -360,8 +363,10 @@ def text_report(rep: dict) -> str:
         lines.append(
             f"CPU tier-1 config, batch {cpu.get('batch_size')}: log_every 1 {cpu['step_time_log_every_1_s'] * 1e3:.1f} "
             f"ms/step vs log_every 100 {cpu['step_time_log_every_100_s'] * 1e3:.1f} ms/step, "
-            f"ratio {cpu['ratio_1_over_100']:.3f}; a logged step costs "
-            f"{cpu.get('logging_cost_per_logged_step_s', float('nan')) * 1e3:+.1f} ms (medians of {cpu['steps']} each)"
+            f"ratio {cpu['ratio_1_over_100']:.3f} (medians of {cpu['steps']} each); process CPU time "
+            f"{cpu.get('cpu_time_log_every_1_s', float('nan')) * 1e3:.1f} vs "
+            f"{cpu.get('cpu_time_log_every_100_s', float('nan')) * 1e3:.1f} ms/step, "
+            f"ratio {cpu.get('cpu_time_ratio_1_over_100', float('nan')):.3f}"
         )
     lines.append("targets (#14 item 4):")
     for name, t in rep["targets"].items():

@@ -145,7 +145,8 @@ def log_cost(cfg, device, steps: int, warmup: int) -> dict:
     one unlogged and one logged step.
 
     CPU: logged and unlogged steps alternate one by one and the medians are compared, so drift in the machine's
-    load hits both alike (a CPU step is synchronous, timing each one changes nothing). CUDA: blocks of steps timed
+    load hits both alike (a CPU step is synchronous, timing each one changes nothing); the process's CPU time per
+    step is compared too (on a shared, overloaded machine wall time varies 2-4x from step to step). CUDA: blocks of steps timed
     end to end (a sync per step would hide exactly what unlogged steps save), the two kinds of block interleaved.
     log_every 100 = 99 unlogged steps and one logged: (99 t_unlogged + t_logged) / 100.
     """
@@ -155,12 +156,14 @@ def log_cost(cfg, device, steps: int, warmup: int) -> dict:
     _sync(device)
     logged: list[float] = []
     unlogged: list[float] = []
+    cpu_time: dict[bool, list[float]] = {True: [], False: []}
     if device.type == "cpu":
         for i in range(2 * steps):
             log = i % 2 == 0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             trainer.train_step(group, log=log)
             (logged if log else unlogged).append(time.perf_counter() - t0)
+            cpu_time[log].append(time.process_time() - c0)
         t1, tu = statistics.median(logged), statistics.median(unlogged)
     else:
         block = max(1, steps // 4)
@@ -186,6 +189,14 @@ def log_cost(cfg, device, steps: int, warmup: int) -> dict:
         "spread_logged_s": [min(logged), max(logged)],
         "spread_unlogged_s": [min(unlogged), max(unlogged)],
     }
+    if device.type == "cpu":
+        # Process CPU time (all threads): the work a step does, much less noisy than wall time on a shared machine.
+        c1, cu = statistics.median(cpu_time[True]), statistics.median(cpu_time[False])
+        out |= {
+            "cpu_time_log_every_1_s": c1,
+            "cpu_time_log_every_100_s": (99 * cu + c1) / 100,
+            "cpu_time_ratio_1_over_100": c1 / ((99 * cu + c1) / 100),
+        }
     if device.type == "cuda":
         unlogged_syncs = [count_syncs(lambda: trainer.train_step(group, log=False)) for _ in range(5)]
         out["syncs_per_unlogged_step"] = max(unlogged_syncs)

@@ -92,3 +92,45 @@ def test_gpu_check_targets_met_miss_and_not_run():
     assert {k: v["status"] for k, v in dry.items() if k != "cpu_log_every_100_faster_than_1"} == {
         k: "not run" for k in dry if k != "cpu_log_every_100_faster_than_1"
     }
+
+
+def test_gpu_check_text_report_with_failed_and_missing_phases():
+    report = {
+        "dry_run": True,
+        "started": "now",
+        "wall_s": 12.0,
+        "environment": {"python": "3.12", "torch": "2.11.0", "cuda": None, "cuda_available": False},
+        "cuda_tests": {
+            "rc": 0,
+            "wall_s": 3,
+            "summary": {"skipped": 1},
+            "tests": {"t": "skipped: needs a CUDA GPU"},
+        },
+        "tier1_training": {"rc": "timeout", "nvml": {}},
+        "throughput": {"1": {"settings": {"eager fp32": {"error": "out of memory: x"}}}},
+        "skipped_throughput": {"tier 3 compiled": "not run: budget spent"},
+        "cpu_log_cost": {"error": "timeout"},
+    }
+    report["targets"] = gpu_check.targets(report, dry=True)
+    text = gpu_check.text_report(report)
+    assert "DRY RUN" in text and "tier-1 training: not run / failed (rc timeout)" in text
+    assert "out of memory: x" in text and "tier 3 compiled: not run: budget spent" in text
+    assert "CPU log_every 1 vs 100: not measured" in text and "not run  tier1_epoch_le_1s" in text
+
+
+def test_train_throughput_log_cost_on_the_debug_preset():
+    import torch
+    import train_throughput
+
+    from aime_core.config import resolve_train
+
+    cfg = resolve_train(
+        1, "debug", overrides={"device": "cpu", "checkpoint_dir": "/tmp/aime-tt-test"}, env={}
+    )
+    lc = train_throughput.log_cost(cfg, torch.device("cpu"), steps=3, warmup=1)
+    assert lc["steps"] == 3 and "syncs_per_unlogged_step" not in lc  # counted on CUDA only
+    t1, t100, tu = lc["step_time_log_every_1_s"], lc["step_time_log_every_100_s"], lc["step_time_unlogged_s"]
+    assert t1 > 0 and tu > 0 and abs(t100 - (99 * tu + t1) / 100) < 1e-12
+    assert abs(lc["ratio_1_over_100"] - t1 / t100) < 1e-12
+    r = train_throughput.measure(cfg, torch.device("cpu"), steps=2, warmup=1)
+    assert r["clips_per_s"] > 0 and abs(r["step_time_s"] * r["clips_per_s"] - cfg.batch_size) < 1e-6
