@@ -84,7 +84,7 @@ def test_amp_fp16_steps_with_the_grad_scaler(tmp_path, monkeypatch):
     assert t.dtype == torch.float16 and t.scaler.is_enabled()
     before = params(t.raw_model)
     frames, actions = batch(cfg)
-    results = [t.train_step([(frames, actions)]) for _ in range(6)]
+    results = [t.train_step([(frames, actions)]) for _ in range(10)]  # the first may overflow at scale 2^16
     assert all(r.nonfinite is None for r in results)
     stepped = [r for r in results if not r.overflow]
     assert stepped and all(math.isfinite(r.loss) for r in stepped)  # overflow steps are skipped, not errors
@@ -148,9 +148,13 @@ def test_compiled_and_eager_give_the_same_loss_on_cuda():
         assert y == pytest.approx(x, rel=1e-3, abs=1e-3)
 
 
-def test_resume_is_bit_exact_on_cuda(synthetic_dataset, tmp_path):
+def test_resume_is_bit_exact_on_cuda(synthetic_dataset, tmp_path, monkeypatch):
     from aime_core.train import train
 
+    # Deterministic cuDNN kernels: the test is about what resuming restores (parameters, optimiser, scaler,
+    # scheduler, RNG states, data order), not about atomics in a convolution's backward.
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     kw = dict(eval_every=10, save_every=10, video_clips=0)
     full = train(cfg_for(tmp_path / "full", synthetic_dataset, num_epochs=3, **kw))
     part = train(cfg_for(tmp_path / "part", synthetic_dataset, num_epochs=1, **kw))
