@@ -85,35 +85,40 @@ def _ingest_rows(session: Session, pub: Publisher, run: Run, rows: list[dict], n
         index_elements=["run_id", "key", "step"],
         set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
     )
+    run_id, in_sweep = run.id, run.sweep_id is not None  # read before the commit expires the run
     if rows:  # executemany: SQLAlchemy batches it ("insertmanyvalues") without compiling a huge statement
         conn = session.connection()
         conn.execute(stmt, rows)
         if (
             dialect == "postgresql"
-        ):  # concurrent batches of this run refresh its tiles one after the other, each
-            conn.execute(text("SELECT 1 FROM run WHERE id = :r FOR UPDATE"), {"r": run.id})  # seeing the last
-        refresh_tiles(conn, run.id, rows)
+        ):  # concurrent batches of a run refresh its tiles in turn, each seeing the last
+            conn.execute(text("SELECT 1 FROM run WHERE id = :r FOR UPDATE"), {"r": run_id})
+        refresh_tiles(conn, run_id, rows)
 
     latest = dict(run.latest or {})
-    for r in rows:
+    live = []  # each value encoded once: for the run's latest values, the alert text and the live event
+    for r in rows:  # sorted by (key, step): a key's last row is its newest
+        value = r["value"]
+        jv = json_value(value)
+        live.append({"key": r["key"], "step": r["step"], "value": jv})
         old = latest.get(r["key"])
         if old is None or r["step"] >= old[0]:
-            latest[r["key"]] = [r["step"], json_value(r["value"])]
-        if r["value"] is None or abs(r["value"]) > FINITE_LIMIT:
-            kind = "nan" if r["value"] is None else "inf"
-            msg = f"{r['key']} is {json_value(r['value'])} at step {r['step']}"
-            alerts += crud.open_alert(session, pub, run.id, kind, r["key"], r["step"], msg)
+            latest[r["key"]] = [r["step"], jv]
+        if value is None or abs(value) > FINITE_LIMIT:
+            kind = "nan" if value is None else "inf"
+            msg = f"{r['key']} is {jv} at step {r['step']}"
+            alerts += crud.open_alert(session, pub, run_id, kind, r["key"], r["step"], msg)
     run.latest = latest
     session.add(run)
     session.commit()
-    early_stop.check_points(session, pub, run, rows)  # early stop of hopeless sweep runs
+    if in_sweep:  # early stop of hopeless sweep runs (a run in no sweep is not read again)
+        early_stop.check_points(session, pub, run, rows)
 
     INGESTED["points"] += len(rows)
     _WINDOW.append((now, len(rows)))
     while _WINDOW and _WINDOW[0][0] < now - 60:
         _WINDOW.popleft()
-    live = [{"key": r["key"], "step": r["step"], "value": json_value(r["value"])} for r in rows]
-    pub.publish("metrics", run.id, {"points": live})
+    pub.publish("metrics", run_id, {"points": live})  # one round trip: global and run stream
     return {"points": len(rows), "alerts": alerts}
 
 
