@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from aime_core import config as C
 from backend import queueing, security
+from backend.alerting import open_alert  # noqa: F401 - callers use crud.open_alert too
 from backend.core import celery_client
 from backend.core.pubsub import Publisher
 from backend.core.settings import Settings, get_settings
@@ -355,7 +356,7 @@ def _clone(
         session.bulk_insert_mappings(
             MetricPoint, [dict(run_id=child.id, key=k, step=s, value=v, wall_time=w) for k, s, v, w in rows]
         )
-        from backend import metrics  # (metrics imports crud)
+        from backend import metrics  # late: metrics pulls in the ingest path, not needed by most crud users
 
         metrics.rebuild_tiles(session.connection(), child.id)  # the chart summary of the copied points
         latest = {k: v for k, v in run.latest.items() if v[0] <= copy_until}
@@ -403,22 +404,6 @@ def delete_run(session: Session, settings: Settings, pub: Publisher, run: Run) -
 
 # ---------------------------------------------------------------------------------------------------------------
 # Alerts and artifacts
-
-
-def open_alert(
-    session: Session, pub: Publisher, run_id: int, kind: str, key: str, step: int | None, msg: str
-) -> bool:
-    """One open alert per run and key: a second one is dropped until the first is acknowledged."""
-    exists = session.exec(
-        select(Alert.id).where(Alert.run_id == run_id, Alert.key == key, Alert.acknowledged == False)  # noqa: E712
-    ).first()
-    if exists:
-        return False
-    alert = Alert(run_id=run_id, kind=kind, key=key, step=step, message=msg)
-    session.add(alert)
-    session.flush()
-    pub.publish("alert", run_id, {"id": alert.id, "kind": kind, "key": key, "step": step, "message": msg})
-    return True
 
 
 def add_artifact(

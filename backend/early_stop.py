@@ -7,7 +7,7 @@ import math
 import numpy as np
 from sqlmodel import Session, select
 
-from backend import crud, queueing
+from backend import alerting, queueing
 from backend.core.pubsub import Publisher
 from backend.models import FINAL_STATUSES, MetricPoint, Run, Sweep
 
@@ -20,7 +20,7 @@ def stop_early(session: Session, pub: Publisher, run: Run, kind: str, step: int 
     if run.status == "running":
         run.cancel_requested = True  # the next heartbeat stops it (checkpoint, status cancelled)
     session.add(run)
-    crud.open_alert(
+    alerting.open_alert(
         session, pub, run.id, kind, "early_stop", step, f"stopped early by sweep {run.sweep_id}: {message}"
     )
     session.commit()

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from aime_core import jsonnum
-from backend import crud, early_stop
+from backend import alerting, early_stop
 from backend.core.pubsub import Publisher
 from backend.models import MetricPoint, PointIn, Run
 
@@ -107,7 +107,7 @@ def _ingest_rows(session: Session, pub: Publisher, run: Run, rows: list[dict], n
         if value is None or abs(value) > FINITE_LIMIT:
             kind = "nan" if value is None else "inf"
             msg = f"{r['key']} is {jv} at step {r['step']}"
-            alerts += crud.open_alert(session, pub, run_id, kind, r["key"], r["step"], msg)
+            alerts += alerting.open_alert(session, pub, run_id, kind, r["key"], r["step"], msg)
     run.latest = latest
     session.add(run)
     session.commit()
