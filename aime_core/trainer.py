@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -42,7 +43,10 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, cfg, device: torch.device, lr_warmup_steps: int = 20):
         self.raw_model = model
-        self.model = torch.compile(model) if cfg.compile else model
+        # AIME_COMPILE_MODE (e.g. reduce-overhead: CUDA graphs) picks torch.compile's mode; measured by
+        # benchmarks/gpu_check.py before any default changes.
+        mode = os.environ.get("AIME_COMPILE_MODE") or None
+        self.model = torch.compile(model, mode=mode) if cfg.compile else model
         self.cfg, self.device = cfg, device
         self.dtype = amp_dtype(device, cfg.amp)
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -154,7 +154,7 @@ def fmt_s(s: float | None) -> str:
 
 
 def render(rows: list[dict]) -> str:
-    head = f"{'Environment':18s} {'Hardware':28s}" + "".join(
+    head = f"{'Environment':24s} {'Hardware':28s}" + "".join(
         f" | {'Tier ' + str(t) + ' measured / 3090 (ratio)':38s}" for t in (1, 2, 3)
     )
     lines = [head, "-" * len(head)]
@@ -167,7 +167,7 @@ def render(rows: list[dict]) -> str:
             cells.append(
                 f" | {fmt_s(c['measured_s']) + n + ' / ' + fmt_s(c['seed_3090_s']) + ' (' + ratio + ')':38s}"
             )
-        lines.append(f"{r['environment']:18s} {r['hardware'][:28]:28s}" + "".join(cells))
+        lines.append(f"{r['environment'][:24]:24s} {r['hardware'][:28]:28s}" + "".join(cells))
     lines.append("ratio = the seed's RTX 3090 time / measured time (above 1: faster than the seed's 3090)")
     return "\n".join(lines)
 

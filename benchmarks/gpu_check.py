@@ -116,12 +116,15 @@ def environment() -> dict:
     return env
 
 
-def run_py(code_or_args: list[str], timeout: float, log: Path) -> tuple[int | str, str]:
+def run_py(
+    code_or_args: list[str], timeout: float, log: Path, extra_env: dict | None = None
+) -> tuple[int | str, str]:
     """A subprocess of this Python in the repository root; -> (returncode or 'timeout', output tail)."""
     if timeout < 5:
         return "skipped", "no time left in the budget"
     env = os.environ | {"PYTHONUNBUFFERED": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env |= extra_env or {}
     try:
         r = subprocess.run(
             [sys.executable, *code_or_args],
@@ -242,8 +245,9 @@ print("RESULT " + json.dumps(rep))
 """
 
 
-def throughput(budget: Budget, log: Path, limit: float, **kw) -> dict:
-    rc, tail = run_py(["-c", THROUGHPUT_SNIPPET, json.dumps(kw)], budget.cap(limit, reserve=10), log)
+def throughput(budget: Budget, log: Path, limit: float, extra_env: dict | None = None, **kw) -> dict:
+    args = ["-c", THROUGHPUT_SNIPPET, json.dumps(kw)]
+    rc, tail = run_py(args, budget.cap(limit, reserve=10), log, extra_env)
     line = next((x for x in tail.splitlines() if x.startswith("RESULT ")), None)
     if line:
         return json.loads(line[7:])
@@ -337,6 +341,11 @@ def text_report(rep: dict) -> str:
         )
     else:
         lines.append(f"tier-1 training: not run / failed (rc {tr.get('rc')})")
+    if rep.get("epoch_table"):
+        lines.append(
+            "epoch_table.py on that run (synthetic data: no seed row to compare; targets below use cartpole's):"
+        )
+        lines += ["  " + x for x in str(rep["epoch_table"]).splitlines()]
     lines.append("throughput (clips/s | epoch s at the seed's batch size | GB | NVML util %):")
     for tier, e in rep.get("throughput", {}).items():
         for name, r in e.get("settings", {}).items():
@@ -417,6 +426,15 @@ def main() -> None:
     save()
     phase("tier-1 training")
     report["tier1_training"] = tier1_training(budget, work, log, dry=not gpu, limit=90 if gpu else 120)
+    try:  # the training's epoch times as benchmarks/epoch_table.py tabulates them
+        import epoch_table
+
+        hw = report["environment"].get("gpu_name")
+        report["epoch_table"] = epoch_table.render(
+            epoch_table.table(epoch_table.runs_from_dirs([work / "run-tier1"], hw))
+        )
+    except Exception as exc:  # noqa: BLE001 - a report without the table still has the figures
+        report["epoch_table"] = f"not made: {exc}"
     save()
     phase("throughput")
     parts, skipped = [], {}
@@ -430,9 +448,11 @@ def main() -> None:
             (1, True, [False], [], 90),
             (2, True, [True], [], 100),
             (3, True, [True], [], 130),
+            (1, "reduce-overhead", [False], [], 90),  # torch.compile with CUDA graphs (AIME_COMPILE_MODE)
         ]
         for tier, comp, amps, log_tiers, want in plan:
-            name = f"tier {tier} {'compiled' if comp else 'eager'}"
+            mode = comp if isinstance(comp, str) else None
+            name = f"tier {tier} {('compiled' + (f'[{mode}]' if mode else '')) if comp else 'eager'}"
             if budget.left() < 30:
                 skipped[name] = "not run: budget spent"
                 continue
@@ -447,11 +467,12 @@ def main() -> None:
                     steps=10,
                     warmup=3,
                     batch_size=None,
-                    compile=comp,
+                    compile=bool(comp),
                     amp=amps,
                     log_tiers=log_tiers,
                     log_steps=40,
-                    compiled_only=comp,
+                    compiled_only=bool(comp),
+                    extra_env={"AIME_COMPILE_MODE": mode} if mode else None,
                 )
             )
             if "tiers" not in parts[-1]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -244,7 +245,9 @@ def run(
         }
         for comp in (True,) if compiled_only else (False, True) if compile_ else (False,):
             for amp in amp_settings:
-                name = f"{'compiled' if comp else 'eager'} {'amp' if amp else 'fp32'}"
+                mode = os.environ.get("AIME_COMPILE_MODE")  # the Trainer's torch.compile mode, when set
+                kind = (f"compiled[{mode}]" if mode else "compiled") if comp else "eager"
+                name = f"{kind} {'amp' if amp else 'fp32'}"
                 cfg = resolve_train(tier, overrides=over | {"amp": amp, "compile": comp}, env={})
                 try:
                     r = measure(cfg, device, steps, warmup)
