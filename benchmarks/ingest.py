@@ -166,7 +166,7 @@ def api_rss_mib(proc: subprocess.Popen) -> float:
 
 def redis_mib(url: str, prefix: str) -> float:
     r = redis.Redis.from_url(url)
-    return sum(r.memory_usage(k) or 0 for k in r.scan_iter(f"{prefix}*")) / 2**20
+    return sum(r.memory_usage(k, samples=0) or 0 for k in r.scan_iter(f"{prefix}*")) / 2**20  # exact
 
 
 def timed_get(http: httpx.Client, path: str, params: dict, repeat: int = 5) -> tuple[float, dict]:
