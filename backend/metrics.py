@@ -260,9 +260,14 @@ def downsample(session: Session, run_id: int, key: str, buckets: int, step_min=N
         ).all()
     last_steps = [r[3] for r in rows]
     last_vals = {}
-    for i in range(0, len(last_steps), CHUNK):
-        part = last_steps[i : i + CHUNK]
-        last_vals.update(session.exec(select(M.step, M.value).where(*cond, M.step.in_(part))).all())
+    if session.get_bind().dialect.name == "postgresql":  # one array parameter rather than 1000
+        sql = "SELECT step, value FROM metricpoint WHERE run_id = :r AND key = :k AND step = ANY(:steps)"
+        args = {"r": run_id, "k": key, "steps": last_steps}
+        last_vals.update(session.connection().execute(text(sql), args).all())
+    else:
+        for i in range(0, len(last_steps), CHUNK):
+            part = last_steps[i : i + CHUNK]
+            last_vals.update(session.exec(select(M.step, M.value).where(*cond, M.step.in_(part))).all())
     out["wall"] = [r[6] for r in rows]  # latest wall time (s since epoch) of each bucket
     for _b, count, s0, s1, vmin, vmax, _wall in rows:
         out["first_step"].append(s0)
