@@ -180,7 +180,7 @@ class TrainConfig:
         "frame on cartpole (measured, see the README's ablation).",
     )
     overshoot_steps: int = _f(
-        0,
+        2,
         "Observation overshooting: from every step of a clip, run the prior and the dynamics open loop for up to "
         "this many steps and score the decoded frames against the true ones (trains what generation does; 0 "
         "= off, 1 = one-step prior prediction).",
