@@ -21,10 +21,12 @@ Wheels: the modules the check imports beyond torch/h5py/numpy/pytest that this P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,32 +121,35 @@ def environment() -> dict:
 def run_py(
     code_or_args: list[str], timeout: float, log: Path, extra_env: dict | None = None
 ) -> tuple[int | str, str]:
-    """A subprocess of this Python in the repository root; -> (returncode or 'timeout', output tail)."""
+    """A subprocess of this Python in the repository root; -> (returncode or 'timeout', its output)."""
     if timeout < 5:
         return "skipped", "no time left in the budget"
     env = os.environ | {"PYTHONUNBUFFERED": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env |= extra_env or {}
-    try:
-        r = subprocess.run(
+    # Its own process group, so a timeout also ends what it started (Inductor's compile workers).
+    with tempfile.TemporaryFile("w+") as buf:
+        proc = subprocess.Popen(
             [sys.executable, *code_or_args],
             cwd=ROOT,
             env=env,
-            capture_output=True,
+            stdout=buf,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=timeout,
+            start_new_session=True,
         )
-        text, rc = r.stdout + r.stderr, r.returncode
-    except subprocess.TimeoutExpired as exc:
-        text = (
-            (exc.stdout or b"").decode(errors="replace")
-            if isinstance(exc.stdout, bytes)
-            else exc.stdout or ""
-        )
-        rc = "timeout"
+        try:
+            rc: int | str = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = "timeout"
+        buf.seek(0)
+        text = buf.read()
     with log.open("a") as f:
         f.write(f"\n$ python {' '.join(code_or_args)[:300]}\n{text}\n[rc {rc}]\n")
-    return rc, text[-3000:]
+    return rc, text  # whole: a RESULT line can be long
 
 
 def cuda_tests(budget: Budget, work: Path, log: Path, limit: float) -> dict:
