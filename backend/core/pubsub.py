@@ -42,7 +42,7 @@ for i = 1, #KEYS, 2 do
     local low_n = n > maxlen and math.floor(maxlen * 0.9) or n
     local freed, dropped, keep, start = 0, 0, nil, '-'
     while keep == nil do
-      local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
+      local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 32)  -- bodies come along: few at a time
       if #batch == 0 then break end
       for _, e in ipairs(batch) do
         local ms = tonumber(string.match(e[1], '^(%d+)'))
