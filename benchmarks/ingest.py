@@ -121,7 +121,7 @@ def fill_direct(db_url: str, schema: str, run: int, key: str, n: int) -> None:
 
 
 def in_process_reads(before_root: Path | None, run: int) -> list[tuple[str, float, float | None]]:
-    """(name, new s, old s) of the 1M-point chart read and a zoom, in-process on the API's database, both
+    """(name, new s, old s) of the 1M-point chart read, a zoom and a short metric's read, in-process on the API's database, both
     implementations on the same data; the answers must match."""
     import importlib.util
 
@@ -138,14 +138,16 @@ def in_process_reads(before_root: Path | None, run: int) -> list[tuple[str, floa
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)
     out = []
-    for name, lo, hi in (("1M points, 1000 buckets", None, None), ("zoom 100k steps", 400_000, 499_999)):
+    cases = [("1M points, 1000 buckets", "big", None, None), ("zoom 100k steps", "big", 400_000, 499_999)]
+    cases.append(("10k points, 1000 buckets", "small", None, None))  # a short metric: no slower
+    for name, key, lo, hi in cases:
         t_new = t_old = None
         for impl in ("new", "old", "new", "old", "new", "old"):
             if impl == "old" and old is None:
                 continue
             with Session(get_engine()) as session:
                 t0 = time.perf_counter()
-                body = (metrics if impl == "new" else old).downsample(session, run, "big", 1000, lo, hi)
+                body = (metrics if impl == "new" else old).downsample(session, run, key, 1000, lo, hi)
                 dt = time.perf_counter() - t0
             if impl == "new":
                 t_new, new_body = min(t_new or dt, dt), body
