@@ -318,6 +318,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         amp=False,
         gradient_accumulation_steps=1,
         beta_warmup_steps=10,
+        overshoot_steps=0,  # seconds-fast for the tests; overshooting has its own tests
         save_every=1,
         eval_every=1,
         log_every=1,
