@@ -98,7 +98,7 @@ def test_sigkill_leaves_no_final_file_and_rerun_resumes(tmp_path):
         resolve_collect(1, "debug", overrides=dict(num_episodes=6, max_steps=30, data_path=str(ref)), env={})
     )
     a, b = _arrays(out), _arrays(ref)
-    assert a.keys() == b.keys() and len(a) == 30
+    assert a.keys() == b.keys() and len(a) == 36  # 6 episodes x 6 arrays (states included)
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -126,7 +126,7 @@ def test_should_stop_cancels_and_the_next_call_resumes(tmp_path):
     )
     collect(ref)
     a, b = _arrays(cfg.data_path), _arrays(ref.data_path)
-    assert all(np.array_equal(a[k], b[k]) for k in a) and len(a) == 30
+    assert all(np.array_equal(a[k], b[k]) for k in a) and len(a) == 36  # 6 episodes x 6 arrays
 
 
 def test_unreadable_part_file_starts_over(tmp_path):
