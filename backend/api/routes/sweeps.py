@@ -102,7 +102,7 @@ def aggregate(
     group: str | None = Query(None, max_length=200, description="a seed group id"),
     runs: str | None = Query(
         None,
-        max_length=20000,
+        max_length=2000,  # see routes/metrics.py: a URL the HTTP server still parses
         pattern=IDS,
         description="comma-separated run ids (instead of group), e.g. 1,2,3",
     ),
