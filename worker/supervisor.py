@@ -311,6 +311,15 @@ def _kill_stale_redis(pidfile: Path) -> None:
             log(f"stopped a redis-server (pid {pid}) left over by an earlier aime up")
 
 
+def _alive(pid: int) -> bool:
+    """A process that runs: a zombie (killed, not yet reaped by whoever inherited it) still has /proc/<pid>."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def mark_stale_runs_lost(settings) -> list[int]:
     """Runs this machine was running when an earlier `aime up` died abruptly: their workers are gone."""
     from sqlmodel import Session, select
@@ -326,7 +335,7 @@ def mark_stale_runs_lost(settings) -> list[int]:
         with Session(engine) as session:
             running = session.exec(select(Run).where(Run.status == "running", Run.worker_host == host)).all()
             for pid in {r.worker_pid for r in running if r.worker_pid}:
-                if not Path(f"/proc/{pid}").exists():
+                if not _alive(pid):
                     lost += crud.mark_worker_lost(
                         session, Publisher(settings), host, pid, "was gone when aime up started"
                     )

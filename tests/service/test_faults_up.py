@@ -132,7 +132,8 @@ def test_sigkill_embedded_redis_loses_no_queued_run(up):
 
 
 def test_sigkill_aime_up_leaves_no_orphans_and_a_second_up_refuses(up, tmp_path):
-    rid = up.launch({**DEBUG_TRAIN, "overrides": {**FAST, "num_epochs": 50}})["id"]
+    # long enough that it is still running when aime up is killed, also on an idle machine
+    rid = up.launch({**DEBUG_TRAIN, "overrides": {**FAST, "num_epochs": 400}})["id"]
     wait_for(_running_with_checkpoint(up, rid), 240, "a running run with a checkpoint", up.logs)
     cmd = up.cmd()
     cmd[cmd.index("--port") + 1] = str(free_port())

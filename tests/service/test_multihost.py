@@ -165,7 +165,8 @@ def test_a_host_cut_off_loses_its_run_which_finishes_on_another_host(hosts, tmp_
         return hosts.run(host, cmd, env, tmp_path / f"worker{host}.log")
 
     a = worker("A")
-    body = {**DEBUG_TRAIN, "overrides": {"video_clips": 0, "eval_clips": 4, "num_epochs": 2}}
+    # 12 epochs: still running on A after B has joined, also on an idle machine (2 epochs finished first there)
+    body = {**DEBUG_TRAIN, "overrides": {"video_clips": 0, "eval_clips": 4, "num_epochs": 12}}
     rid = httpx.post(f"{url}/api/runs", json=body, headers=h, timeout=60).json()["id"]
 
     def running_with_checkpoint():
