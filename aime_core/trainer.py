@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def count_syncs(fn) -> int:
+    """Synchronising CUDA calls made by fn(), as torch.cuda.set_sync_debug_mode('warn') reports them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
 @dataclass

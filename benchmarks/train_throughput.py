@@ -21,7 +21,6 @@ import statistics
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aime_core.config import PRESETS, resolve_train  # noqa: E402
 from aime_core.model import AIME, count_parameters  # noqa: E402
-from aime_core.trainer import Trainer  # noqa: E402
+from aime_core.trainer import Trainer, count_syncs  # noqa: E402
 
 
 def gpu_info() -> list[dict]:
@@ -76,18 +75,6 @@ class NvmlSampler:
             "nvml_mem_used_mb_max": max(s["mem_used_mb"] for s in self.samples),
             "gpu_name": self.samples[-1]["name"],
         }
-
-
-def count_syncs(fn) -> int:
-    """Synchronising CUDA calls made by fn(), as torch.cuda.set_sync_debug_mode('warn') reports them."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
 def _setup(cfg, device):

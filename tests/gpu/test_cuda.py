@@ -7,7 +7,6 @@ Run on a GPU machine: `python -m pytest -m cuda tests/gpu -q` (benchmarks/gpu_ch
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from aime_core.config import resolve_train
 from aime_core.model import AIME
-from aime_core.trainer import Trainer
+from aime_core.trainer import Trainer, count_syncs
 
 pytestmark = [
     pytest.mark.cuda,
@@ -47,18 +46,6 @@ def batch(cfg, seed=1):
 
 def params(model):
     return torch.cat([p.detach().flatten().float() for p in model.parameters()])
-
-
-def count_syncs(fn):
-    """Synchronising CUDA calls made by fn(), counted from torch.cuda.set_sync_debug_mode('warn')."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
 @pytest.mark.skipif(
