@@ -13,10 +13,11 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "test-synthetic",
-        help="Train the debug preset on synthetic data briefly: the loss must fall and rollouts beat copy-last.",
+        help="Train the debug preset (a little wider) on synthetic data briefly: the loss must fall and open-loop "
+        "rollouts beat copy-last and the mean frame (mean ratio to the better one below 1).",
     )
     p.add_argument(
-        "--steps", type=int, default=2000, help="Optimiser steps to train (about; ~1 min on 2 CPU cores)."
+        "--steps", type=int, default=2000, help="Optimiser steps to train (about; 2-4 min on 2 CPU cores)."
     )
     p.add_argument("--episodes", type=int, default=48, help="Synthetic episodes to collect.")
     p.add_argument("--seed", type=int, default=0)
@@ -55,6 +56,20 @@ class Recorder:
                 ),
             },
         )()
+
+
+# What `aime test-synthetic` trains: the debug preset, a little wider, with the settings that make it predict.
+# Measured at 400 steps on the synthetic ball (seeds 0-4): the plain debug preset (hidden 32, latent 4) collapsed to
+# the mean frame on 1 of 3 seeds even with these losses (encoder gradients ~1e-4 of the decoder's never broke
+# out); hidden 64 / latent 8 / context 32 beat the better baseline on 5 of 5 (mean ratio 0.85-0.91). recon_std 0.1:
+# the ball covers ~2 % of the frame, and at the real-data default 0.3 ignoring it costs too little (collapsed).
+SYNTHETIC_CHECK = {
+    "hidden_dim": 64,
+    "latent_dim": 8,
+    "context_dim": 32,
+    "recon_std": 0.1,
+    "overshoot_steps": 2,
+}
 
 
 def synthetic_run(workdir: Path, steps: int, episodes: int, seed: int, device: str, **overrides):
@@ -135,7 +150,9 @@ def fail(reason: str) -> int:
 def run_synthetic(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with _workdir(args.keep) as wd:
-        cfg, result, rec = synthetic_run(Path(wd), args.steps, args.episodes, args.seed, args.device)
+        cfg, result, rec = synthetic_run(
+            Path(wd), args.steps, args.episodes, args.seed, args.device, **SYNTHETIC_CHECK
+        )
         if result.status != "succeeded":
             return fail(f"training {result.status}: {result.error}")
         if len(rec.losses) < 4 or not rec.evals:
@@ -146,7 +163,10 @@ def run_synthetic(args: argparse.Namespace) -> int:
         model = sum(ev["rollout_mse"]) / len(ev["rollout_mse"])
         base = sum(ev["copy_last_mse"]) / len(ev["copy_last_mse"])
         ratio = sum(ev["ratio"]) / len(ev["ratio"])
-        print(f"trained {result.steps} steps in {time.perf_counter() - t0:.1f} s on {cfg.device}")
+        sizes = ", ".join(f"{k} {v}" for k, v in SYNTHETIC_CHECK.items())
+        print(
+            f"trained {result.steps} steps in {time.perf_counter() - t0:.1f} s on {cfg.device} (debug preset, {sizes})"
+        )
         print(f"loss: first {k} logged {first:.2f} -> last {k} logged {last:.2f}")
         print(
             f"rollout MSE after {ev['context_frames']} context frames on {ev['clips']} clips, per horizon step:"

@@ -18,17 +18,18 @@ def test_test_generation_passes_after_short_training(tmp_path, capsys):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
-def test_test_synthetic_verdict_follows_the_ratio_to_the_better_baseline(tmp_path, capsys):
-    # A short run (400 steps): the check's verdict must follow its numbers. At the debug sizes the model does not
-    # yet beat the mean frame on the synthetic ball (measured at 2000 steps: ratio 1.19, the posterior collapsed),
-    # so the check may honestly fail here; what it must never do is pass with a ratio >= 1.
+def test_test_synthetic_passes_and_beats_the_better_baseline(tmp_path, capsys):
+    # 400 steps (the command's default is 2000): measured on seeds 0-4, mean ratio 0.85-0.91 to the better of
+    # copy-last and the mean frame. The check must pass, and its printed numbers must say why.
     rc = main(["test-synthetic", "--steps", "400", "--keep", str(tmp_path)])
     out, err = capsys.readouterr()
-    assert "loss: first" in out and "mean frame" in out
+    assert rc == 0, out + err
+    assert "OK: loss falls" in out
     ratio = float(out.split("ratio to the better baseline ")[1].split(";")[0])
-    assert (rc == 0) == (ratio < 1.0), (rc, ratio, err)
-    if rc:
-        assert "do not beat" in err
+    assert ratio < 1.0, out
+    model, copy_last = (float(x) for x in out.split("mean: model ")[1].split(",")[0].split(" vs copy-last "))
+    assert model < copy_last, out
+    assert "hidden_dim 64" in out  # the check states what it trained
 
 
 def test_train_without_data_prints_collect_command(tmp_path, capsys):
