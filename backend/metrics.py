@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import case, func, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, case, func, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
@@ -41,7 +41,7 @@ _SQLITE_UPSERT = (
 )
 
 _PG_UPSERT = (
-    "INSERT INTO metricpoint (run_id, key, step, value, wall_time) SELECT * FROM unnest(%s::integer[], "
+    "INSERT INTO metricpoint (run_id, key, step, value, wall_time) SELECT %s::integer, * FROM unnest("
     "%s::varchar[], %s::bigint[], %s::float8[], %s::float8[]) ON CONFLICT (run_id, key, step) DO UPDATE SET "
     "value = excluded.value, wall_time = excluded.wall_time"
 )
@@ -53,101 +53,156 @@ _WINDOW: deque[tuple[float, int]] = deque()
 parse_value = jsonnum.decode  # JSON has no NaN/Inf: "nan", "inf", "-inf" (any case) and null (= NaN)
 json_value = jsonnum.encode_number  # the stored value as JSON: numbers, or "nan"/"inf"/"-inf"
 
+# The run's latest values merged with a batch's newest point per key (`patch`: key -> [step, value]) in the UPDATE
+# itself: a key's entry is replaced only by a step at least as new, keys of other batches stay. A statement reads
+# the row it updates after taking its lock, so two batches of one run written at once cannot lose each other's keys
+# (a read in Python and a write back could: the second writer's map lacked the first's keys). The UPDATE is each
+# batch's first statement: on Postgres its row lock makes the batches of one run go in turn (their tile refreshes
+# see each other's points), on SQLite it takes the write lock.
+_MERGE_LATEST = {
+    "sqlite": (
+        "UPDATE run SET latest = (SELECT json_group_object(k, json(v)) FROM ("
+        "SELECT o.key AS k, CASE WHEN n.key IS NOT NULL AND json_extract(n.value, '$[0]') >= "
+        "json_extract(o.value, '$[0]') THEN n.value ELSE o.value END AS v FROM json_each(run.latest) AS o "
+        "LEFT JOIN json_each(?1) AS n ON n.key = o.key UNION ALL SELECT n.key, n.value FROM json_each(?1) AS n "
+        "WHERE n.key NOT IN (SELECT key FROM json_each(run.latest)))) WHERE id = ?2 RETURNING sweep_id"
+    ),
+    "postgresql": (
+        "UPDATE run SET latest = (SELECT coalesce(json_object_agg(k, v), '{}') FROM ("
+        "SELECT o.key AS k, CASE WHEN n.key IS NOT NULL AND (n.value ->> 0)::numeric >= "
+        "(o.value ->> 0)::numeric THEN n.value ELSE o.value END AS v FROM json_each(run.latest) AS o "
+        "LEFT JOIN json_each(%(p)s::json) AS n ON n.key = o.key UNION ALL SELECT n.key, n.value FROM "
+        "json_each(%(p)s::json) AS n WHERE n.key NOT IN (SELECT key FROM json_each(run.latest))) m) "
+        "WHERE id = %(r)s RETURNING sweep_id"
+    ),
+}
+
+
+class NoRun(LookupError):
+    """The run does not exist (the route answers 404)."""
+
+
+def _number(v: Any) -> float | None:
+    """A validated point's value as stored: a float, None for NaN; ValueError for text that is no number."""
+    if type(v) is float:
+        return None if v != v else v
+    if v is None:
+        return None
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:  # an integer beyond the float range is +-Inf, as the JSON number 1e999 is
+            return math.inf if v > 0 else -math.inf
+    f = parse_value(v)
+    return None if f != f else f
+
+
+def prepare(points: Sequence[Mapping[str, Any]], now: float | None = None) -> list[tuple]:
+    """(key, step, value or None for NaN, wall time) per validated point dict (models.PointDict), one per (key,
+    step), the last one winning as a re-send would, sorted by (key, step). ValueError for a value that is text
+    but no number."""
+    now = time.time() if now is None else now
+    by_id: dict[tuple[str, int], tuple] = {}
+    for p in points:
+        by_id[(p["key"], p["step"])] = (_number(p["value"]), p.get("time") or now)
+    return [(k, s, v, w) for (k, s), (v, w) in sorted(by_id.items())]
+
 
 def ingest(session: Session, pub: Publisher, run: Run, points: list[PointIn]) -> dict[str, int]:
-    """Upsert a batch (a re-sent batch changes nothing), update the run's latest values, open NaN/Inf alerts.
+    """`store` for PointIn models, on a connection of the session's engine (the route validates into plain dicts
+    and calls prepare and store itself)."""
+    bind = session.get_bind()
+    assert run.id is not None
+    with (bind if isinstance(bind, Engine) else bind.engine).connect() as conn:
+        return store(conn, pub, run.id, prepare([p.model_dump() for p in points]))
 
-    Rows go in one canonical order (key, step), so concurrent batches to one run lock index entries in the
-    same order and cannot deadlock on Postgres; a deadlock or serialization failure that happens anyway (other
-    writers of the run row) is retried a few times on a fresh transaction."""
-    now = time.time()
-    by_id: dict[tuple[str, int], dict] = {}
-    for p in points:  # one row per (key, step): the last one wins, as a re-send would
-        v = parse_value(p.value)
-        by_id[(p.key, p.step)] = dict(
-            run_id=run.id,
-            key=p.key,
-            step=p.step,
-            value=None if math.isnan(v) else v,
-            wall_time=p.time or now,
-        )
-    rows = [by_id[k] for k in sorted(by_id)]
-    run_id = run.id
+
+def store(conn: Connection, pub: Publisher, run_id: int, rows: list[tuple]) -> dict[str, int]:
+    """Upsert prepared rows (a re-sent batch changes nothing), merge the run's latest values, refresh its summary
+    tiles, open NaN/Inf alerts, check early stop (runs in a sweep) and publish one live event; NoRun if there is
+    no such run. One transaction on `conn`: a deadlock or serialization failure (other writers of the run row) is
+    retried a few times on a fresh one."""
     for attempt in range(5):
         try:
-            return _ingest_rows(session, pub, run, rows, now)
+            return _store(conn, pub, run_id, rows)
         except OperationalError as exc:
             code = getattr(exc.orig, "sqlstate", None)
             if code not in ("40P01", "40001") or attempt == 4:  # deadlock_detected, serialization_failure
                 raise
-            session.rollback()
             time.sleep(0.05 * (attempt + 1))
-            run = session.get(Run, run_id)
     raise AssertionError("unreachable")
 
 
-def _ingest_rows(session: Session, pub: Publisher, run: Run, rows: list[dict], now: float) -> dict[str, int]:
+def _store(conn: Connection, pub: Publisher, run_id: int, rows: list[tuple]) -> dict[str, int]:
     alerts = 0
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(MetricPoint)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["run_id", "key", "step"],
-        set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
-    )
-    run_id, in_sweep = run.id, run.sweep_id is not None  # read before the commit expires the run
-    if rows:
-        conn = session.connection()
-        if dialect == "sqlite":  # the driver's executemany of one prepared statement (~1.5x SQLAlchemy's)
-            values = [(r["run_id"], r["key"], r["step"], r["value"], r["wall_time"]) for r in rows]
-            conn.exec_driver_sql(_SQLITE_UPSERT, values)
-        else:  # Postgres: one statement, the columns as five arrays (~10x SQLAlchemy's multi-row VALUES)
-            cols = ([r[c] for r in rows] for c in ("run_id", "key", "step", "value", "wall_time"))
-            conn.exec_driver_sql(_PG_UPSERT, tuple(cols))
-            # Concurrent batches of a run refresh its tiles in turn, each seeing the rows of the one before.
-            conn.execute(text("SELECT 1 FROM run WHERE id = :r FOR UPDATE"), {"r": run_id})
-        refresh_tiles(conn, run_id, rows)
+    live = []  # each value encoded once: for the latest values, the alert text and the live event
+    patch: dict[str, list] = {}
+    nonfinite: list[tuple] = []
+    last_key = kj = None
+    for key, step, value, _w in rows:  # sorted by (key, step): a key's last row is its newest
+        if value is None:
+            jv: Any = "nan"
+        elif -FINITE_LIMIT <= value <= FINITE_LIMIT:
+            jv = value
+        else:
+            jv = json_value(value)
+        if key != last_key:
+            last_key, kj = key, json.dumps(key)
+        vj = repr(jv) if jv.__class__ is float else f'"{jv}"'  # json.dumps writes floats with float.__repr__
+        live.append(f'{{"key": {kj}, "step": {step}, "value": {vj}}}')
+        patch[key] = [step, jv]
+        if (value is None or abs(value) > FINITE_LIMIT) and (not nonfinite or nonfinite[-1][0] != key):
+            nonfinite.append((key, step, jv, "nan" if value is None else "inf"))  # a key's first only: one
+            # open alert per key, a later point of the key would find the first one's alert
+    dialect = conn.dialect.name
+    with conn.begin():
+        args = (json.dumps(patch), run_id) if dialect == "sqlite" else {"p": json.dumps(patch), "r": run_id}
+        found = conn.exec_driver_sql(_MERGE_LATEST[dialect], args).first()
+        if found is None:
+            raise NoRun(run_id)
+        sweep_id = found[0]
+        if rows:
+            if dialect == "sqlite":  # the driver's executemany of one prepared statement
+                conn.exec_driver_sql(_SQLITE_UPSERT, [(run_id, k, s, v, w) for k, s, v, w in rows])
+            else:  # Postgres: one statement, the columns as four arrays
+                conn.exec_driver_sql(_PG_UPSERT, (run_id, *(list(c) for c in zip(*rows, strict=True))))
+            refresh_tiles(conn, run_id, rows)
+        if nonfinite:
+            with Session(bind=conn) as session:  # in this transaction
+                for key, step, jv, kind in nonfinite:
+                    msg = f"{key} is {jv} at step {step}"
+                    alerts += alerting.open_alert(session, pub, run_id, kind, key, step, msg)
+                session.flush()
+    if sweep_id is not None:  # early stop of hopeless sweep runs (a run in no sweep is not read again)
+        with Session(conn.engine) as session:
+            run = session.get(Run, run_id)
+            if run is not None:
+                dicts = [{"key": k, "step": s, "value": v} for k, s, v, _w in rows]
+                early_stop.check_points(session, pub, run, dicts)
 
-    latest = dict(run.latest or {})
-    live = []  # each value encoded once: for the run's latest values, the alert text and the live event
-    for r in rows:  # sorted by (key, step): a key's last row is its newest
-        value = r["value"]
-        jv = json_value(value)
-        live.append({"key": r["key"], "step": r["step"], "value": jv})
-        old = latest.get(r["key"])
-        if old is None or r["step"] >= old[0]:
-            latest[r["key"]] = [r["step"], jv]
-        if value is None or abs(value) > FINITE_LIMIT:
-            kind = "nan" if value is None else "inf"
-            msg = f"{r['key']} is {jv} at step {r['step']}"
-            alerts += alerting.open_alert(session, pub, run_id, kind, r["key"], r["step"], msg)
-    run.latest = latest
-    session.add(run)
-    session.commit()
-    if in_sweep:  # early stop of hopeless sweep runs (a run in no sweep is not read again)
-        early_stop.check_points(session, pub, run, rows)
-
+    now = time.time()
     INGESTED["points"] += len(rows)
     _WINDOW.append((now, len(rows)))
     while _WINDOW and _WINDOW[0][0] < now - 60:
         _WINDOW.popleft()
-    pub.publish("metrics", run_id, {"points": live})  # one round trip: global and run stream
+    # One round trip: the global and the run stream. The body is written here as json.dumps would write it.
+    pub.publish_json("metrics", run_id, '"points": [' + ", ".join(live) + "]")
     return {"points": len(rows), "alerts": alerts}
 
 
-def tile_ranges(rows: list[dict]) -> list[dict]:
-    """(key, first step, last step) of each run of consecutive tiles the rows touch, in (key, tile) order."""
+def tile_ranges(rows: list[tuple]) -> list[dict]:
+    """(key, first step, last step) of each run of consecutive tiles the (key, step)-sorted rows touch."""
     out: list[dict] = []
-    for r in rows:  # sorted by (key, step)
-        t = r["step"] // TILE
-        if out and out[-1]["k"] == r["key"] and t <= out[-1]["b"] // TILE + 1:
+    for r in rows:
+        key, t = r[0], r[1] // TILE
+        if out and out[-1]["k"] == key and t <= out[-1]["b"] // TILE + 1:
             out[-1]["b"] = t * TILE + TILE - 1
         else:
-            out.append({"r": r["run_id"], "k": r["key"], "a": t * TILE, "b": t * TILE + TILE - 1})
+            out.append({"k": key, "a": t * TILE, "b": t * TILE + TILE - 1})
     return out
 
 
-def refresh_tiles(conn, run_id: int, rows: list[dict]) -> None:
+def refresh_tiles(conn, run_id: int, rows: list[tuple]) -> None:
     """Bring the tiles the (key, step)-sorted rows fall in up to date with the stored points."""
     ranges = tile_ranges(rows)
     for p in ranges:

@@ -2,12 +2,13 @@
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictFloat, StrictInt, StringConstraints
 from pydantic import Field as PField
 from sqlalchemy import JSON, BigInteger, Column, Float, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from aime_core import config as C
 
@@ -316,6 +317,19 @@ class MetricsIn(BaseModel):
     """A batch of points; a re-sent point (same key and step) replaces the stored one."""
 
     points: list[PointIn]
+
+
+# The same body as MetricsIn with the same constraints (and so the same 422 texts), validated by pydantic-core
+# straight from the request's JSON bytes into plain dicts: ingest makes no model object per point (~4x faster).
+class PointDict(TypedDict):
+    key: Key
+    step: Step
+    value: MetricValue
+    time: NotRequired[WallTime | None]
+
+
+class MetricsDict(TypedDict):
+    points: list[PointDict]
 
 
 class EventIn(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
@@ -87,14 +88,26 @@ class Publisher:
     def publish(self, kind: str, run_id: int | None, data: dict[str, Any]) -> None:
         """One round trip: into the global stream and the run's, each capped in entries and payload bytes; a run's
         final status trims its stream to the last `events_end_window_s` and lets it expire after that long."""
-        s = self.settings
         body = json.dumps({"type": kind, "run_id": run_id, **data}, default=str)
+        self._send(run_id, body, ends=kind == "status" and data.get("status") in FINAL)  # the run ended
+
+    def publish_json(self, kind: str, run_id: int | None, fields: str) -> None:
+        """publish() for an event whose fields are JSON text already (`"points": [...]`, a metric batch's, written
+        once by its producer); never a status."""
+        assert kind != "status"
+        self._send(
+            run_id, f'{{"type": {json.dumps(kind)}, "run_id": {json.dumps(run_id)}, {fields}}}', ends=False
+        )
+
+    def _send(self, run_id: int | None, body: str, ends: bool) -> None:
+        s = self.settings
         keys = [channel(s), channel(s) + ":bytes"]
         if run_id is not None:
             keys += [channel(s, run_id), channel(s, run_id) + ":bytes"]
-        ends = kind == "status" and data.get("status") in FINAL  # the run ended
         window = max(1, int(s.events_end_window_s * 1000)) if ends and run_id is not None else 0
-        with contextlib.suppress(redis.RedisError):  # live updates are best effort; the database holds the data
+        with contextlib.suppress(
+            redis.RedisError
+        ):  # live updates are best effort; the database holds the data
             self.script(keys=keys, args=[body, s.events_maxlen, s.events_max_bytes, window])
 
 
@@ -142,6 +155,10 @@ async def sse_stream(settings: Settings, run_id: int | None, last_id: str | None
         await client.aclose()
 
 
+_TYPE = re.compile(r'\{"type": "([a-z_]+)", ')  # how Publisher writes every body's start
+
+
 def _frame(sid: str, body: str) -> str:
-    kind = json.loads(body).get("type", "message")
+    m = _TYPE.match(body)  # not a parse of the whole body (a metric batch's can be 100 KB) per subscriber
+    kind = m.group(1) if m else json.loads(body).get("type", "message")
     return f"id: {sid}\nevent: {kind}\ndata: {body}\n\n"
