@@ -308,10 +308,12 @@ def downsample(session: Session, run_id: int, key: str, buckets: int, step_min=N
     cond = _where(run_id, key, step_min, step_max)
     out: dict[str, Any] = {"key": key, "count": 0, "buckets": 0, "step": [], "min": [], "max": [], "last": []}
     out.update(first_step=[], last_step=[], n=[], nonfinite={"steps": [], "values": []})
-    lo = session.exec(select(func.min(M.step)).where(*cond)).one()  # two index seeks (one aggregate each:
-    if lo is None:  # SQLite's min/max optimisation takes a single one)
+    # The first and the last step: one index seek each, written so (a planner without statistics yet, right
+    # after a run's ingest, aggregated all 100k points of a zoom for a min() it took for a single row).
+    lo = session.exec(select(M.step).where(*cond).order_by(M.step).limit(1)).first()
+    if lo is None:
         return out
-    hi = session.exec(select(func.max(M.step)).where(*cond)).one()
+    hi = session.exec(select(M.step).where(*cond).order_by(M.step.desc()).limit(1)).one()
     span = hi - lo + 1
     if span >= 2 * TILE * buckets:
         rows = _tiled_buckets(session, run_id, key, buckets, lo, hi)
@@ -334,8 +336,12 @@ def downsample(session: Session, run_id: int, key: str, buckets: int, step_min=N
         ).all()
     last_steps = [r[3] for r in rows]
     last_vals = {}
-    if session.get_bind().dialect.name == "postgresql":  # one array parameter rather than 1000
-        sql = "SELECT step, value FROM metricpoint WHERE run_id = :r AND key = :k AND step = ANY(:steps)"
+    if session.get_bind().dialect.name == "postgresql":  # one array parameter rather than 1000, each step one
+        # index lookup (LATERAL): `step = ANY(:steps)` took 4.4 s on a 1M-point metric without statistics yet
+        sql = (
+            "SELECT s.step, p.value FROM unnest(CAST(:steps AS bigint[])) AS s(step) CROSS JOIN LATERAL "
+            "(SELECT q.value FROM metricpoint q WHERE q.run_id = :r AND q.key = :k AND q.step = s.step LIMIT 1) p"
+        )
         args = {"r": run_id, "k": key, "steps": last_steps}
         last_vals.update(session.connection().execute(text(sql), args).all())
     else:
@@ -371,9 +377,8 @@ def _tiled_buckets(session: Session, run_id: int, key: str, buckets: int, lo: in
     where = "t.run_id = :r AND t.key = :k AND t.tile >= :t0 AND t.tile <= :t1"
     args = {"r": run_id, "k": key, "lo": lo, "hi": hi, "nb": buckets, "span": span, "t0": lo // TILE}
     args["t1"] = hi // TILE
-    if (
-        session.get_bind().dialect.name == "postgresql"
-    ):  # the planner cannot estimate the cut tiles and guesses
+    pg = session.get_bind().dialect.name == "postgresql"
+    if pg:  # the planner cannot estimate the cut tiles and guesses
         session.connection().execute(
             text("SET LOCAL jit = off")
         )  # billions of rows: JIT compiling took 0.36 s
@@ -389,19 +394,24 @@ def _tiled_buckets(session: Session, run_id: int, key: str, buckets: int, lo: in
         .all()
     )
     finite = _FINITE.format(v="p.value")
-    from_points = (
-        session.connection()
-        .execute(
-            text(
-                f"SELECT {b.format(s='p.step')} AS b, count(*), min(p.step), max(p.step), min({finite}), "
-                f"max({finite}), max(p.wall_time) FROM metrictile t CROSS JOIN metricpoint p "  # (SQLite: tiles
-                f"WHERE {where} AND NOT ({whole}) AND p.run_id = t.run_id AND p.key = t.key "  # first, as written)
-                "AND p.step >= t.step_min AND p.step <= t.step_max AND p.step >= :lo AND p.step <= :hi GROUP BY 1"
-            ),
-            args,
+    if pg:  # each cut tile's points by an index range of their own (LATERAL): with the constant lo..hi bounds
+        # in reach, a planner without statistics yet (a run charted right after its ingest) scanned all lo..hi
+        # points once per cut tile: 135 s instead of 40 ms for a 1M-point metric
+        points = (
+            "CROSS JOIN LATERAL (SELECT q.step, q.value, q.wall_time FROM metricpoint q WHERE q.run_id = t.run_id "
+            "AND q.key = t.key AND q.step >= greatest(t.step_min, :lo) AND q.step <= least(t.step_max, :hi)) p "
+            f"WHERE {where} AND NOT ({whole})"
         )
-        .all()
+    else:  # SQLite: the tiles first, as written, each joined to its points through the (run, key, step) index
+        points = (
+            f"CROSS JOIN metricpoint p WHERE {where} AND NOT ({whole}) AND p.run_id = t.run_id AND p.key = t.key "
+            "AND p.step >= t.step_min AND p.step <= t.step_max AND p.step >= :lo AND p.step <= :hi"
+        )
+    sql = (
+        f"SELECT {b.format(s='p.step')} AS b, count(*), min(p.step), max(p.step), min({finite}), "
+        f"max({finite}), max(p.wall_time) FROM metrictile t {points} GROUP BY 1"
     )
+    from_points = session.connection().execute(text(sql), args).all()
     merged: dict[int, list] = {}
     for row in [*from_tiles, *from_points]:
         m = merged.get(row[0])
