@@ -52,6 +52,7 @@ def evaluate_checkpoint(
     data: str | None = None,
     device: str = "auto",
     sample: bool = False,
+    samples: int = 0,
     amp: bool | None = None,
     video: str | Path | None = None,
     video_clips: int = 4,
@@ -60,7 +61,8 @@ def evaluate_checkpoint(
     """Per-horizon rollout MSE/PSNR against copy-last-frame and the mean training frame (all pixels and moving
     pixels), the state-space scores when the data has states, and reconstruction scores, as training's
     evaluation returns them, plus where the result came from. 0 for `context`/`horizon`/`clips` means the
-    run's own setting. `states=True` makes a dataset without physics states an error instead of skipping them."""
+    run's own setting, and for `samples` (the average of that many sampled rollouts) the run's `rollout_samples`.
+    `states=True` makes a dataset without physics states an error instead of skipping them."""
     dev = pick_device(device)
     model, cfg, where = load_model(path, dev)
     data_path = data or cfg.data_path or ""
@@ -71,6 +73,10 @@ def evaluate_checkpoint(
     clips = clips or cfg.eval_clips
     if k < 1 or H < 1 or clips < 1:
         raise TrainError(f"context, horizon and clips must be at least 1 (got {k}, {H}, {clips})")
+    if samples < 0:
+        raise TrainError(f"samples must be 0 (the run's rollout_samples) or a positive count, got {samples}")
+    if samples:
+        model.rollout_samples = samples
     try:
         info = read_info(data_path)
         if states and not info.get("state_dim"):
@@ -112,6 +118,7 @@ def evaluate_checkpoint(
         data=str(data_path),
         val_episodes=len(store.observations),
         video_length=cfg.video_length,
+        rollout_samples=model.rollout_samples,
         **where,
     )
     return result

@@ -193,6 +193,13 @@ class TrainConfig:
         "What the open-loop prior feeds forward in rollouts and overshooting: `mean` (the mixture's mean, "
         "sum_k pi_k mu_k) or `mode` (the mean of the most probable component).",
     )
+    rollout_samples: int = _f(
+        1,
+        "Open-loop predictions (evaluations, videos, `aime evaluate`): 1 = one rollout feeding `rollout_latent`; "
+        "N > 1 = the average of N rollouts that sample the prior, the model's expected frame (what minimises "
+        "squared error: it blurs where the model is unsure instead of committing to one sharp guess). Costs N "
+        "rollouts per evaluation; training is unchanged.",
+    )
     # --- bookkeeping
     save_every: int = _f(10, "Save a numbered checkpoint every N epochs (plus `last` and `best` always).")
     eval_every: int = _f(5, "Evaluate (reconstruction, open-loop rollouts, video) every N epochs.")
@@ -547,6 +554,7 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         "gradient_accumulation_steps",
         "action_repeat",
         "recon_std",
+        "rollout_samples",
         "save_every",
         "eval_every",
         "log_every",

@@ -25,7 +25,16 @@ def register(subparsers) -> None:
     )
     p.add_argument("--data", default=None, help="dataset (default: the one the run trained on)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--sample", action="store_true", help="sample z from the prior instead of its mode")
+    p.add_argument(
+        "--sample", action="store_true", help="one rollout sampling the prior instead of its mean or mode"
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="predict the average of N rollouts that sample the prior (0: the run's rollout_samples)",
+    )
     p.add_argument("--video", default=None, metavar="MP4", help="also write truth | prediction | error")
     p.add_argument(
         "--states",
@@ -49,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             data=args.data,
             device=args.device,
             sample=args.sample,
+            samples=args.samples,
             video=args.video,
             states=args.states,
         )

@@ -42,6 +42,7 @@ class AIME(nn.Module):
         recon_std: float = 1.0,
         overshoot_steps: int = 0,
         rollout_latent: str = "mode",
+        rollout_samples: int = 1,
     ):
         super().__init__()
         if context_dim % perceiver_heads:
@@ -55,6 +56,9 @@ class AIME(nn.Module):
         self.rollout_latent = (
             rollout_latent  # what open loop feeds forward: "mean" of the mixture or its "mode"
         )
+        # Open-loop predictions from N > 1: the average of N rollouts that sample the prior, the model's expected
+        # frame (what minimises squared error): it blurs where the model is unsure instead of guessing sharply.
+        self.rollout_samples = rollout_samples
         self.stochastic = True  # False: posterior means and median sticks (deterministic, used by tests)
         self.encoder = FrameEncoder(img_size, hidden_dim, hidden_dim, use_3d_conv)
         self.context = CausalPerceiver(
@@ -86,6 +90,7 @@ class AIME(nn.Module):
             recon_std=cfg.recon_std,
             overshoot_steps=cfg.overshoot_steps,
             rollout_latent=cfg.rollout_latent,
+            rollout_samples=cfg.rollout_samples,
         )
 
     # ------------------------------------------------------------------------------------------------------
@@ -221,8 +226,23 @@ class AIME(nn.Module):
         Returns frames [B,T_a,3,H,W] in [0,1] and the features (h, z) [B,T_a,*] behind them. The first k outputs
         are reconstructions (posterior means); after that z_t comes from the DPGMM prior (sampled, or its mean
         or mode as `rollout_latent` says) and the dynamics use their own context c^, exactly as in training.
+        With `rollout_samples` N > 1 (and sample False) every output is the average over N sampled rollouts.
         actions may run past the training clip length.
         """
+        if sample or self.rollout_samples <= 1:
+            return self._rollout(frames, actions, context_frames, sample)
+        total: dict[str, torch.Tensor] = {}
+        # A private, fixed random stream: the same clips always get the same prediction (evaluations are
+        # reproducible), and the training RNG is not advanced (resume stays bit-exact).
+        cuda = [frames.device] if frames.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(0)
+            for _ in range(self.rollout_samples):
+                for key, value in self._rollout(frames, actions, context_frames, True).items():
+                    total[key] = total[key] + value if key in total else value
+        return {key: value / self.rollout_samples for key, value in total.items()}
+
+    def _rollout(self, frames, actions, context_frames: int, sample: bool) -> dict[str, torch.Tensor]:
         k, T = context_frames, actions.shape[1]
         assert 1 <= k <= T and frames.shape[1] >= k, (k, T, frames.shape)
         x = as_float(frames[:, :k])
@@ -246,7 +266,7 @@ class AIME(nn.Module):
     @torch.no_grad()
     def reconstruct(self, frames, actions) -> torch.Tensor:
         """Teacher-forced reconstructions (posterior means) of every frame -> [B,T,3,H,W] in [0,1]."""
-        return self.generate(frames, actions, frames.shape[1])
+        return self._rollout(frames, actions, frames.shape[1], sample=False)["frames"]
 
 
 def count_parameters(model: nn.Module) -> int:

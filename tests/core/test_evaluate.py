@@ -63,6 +63,22 @@ def test_past_the_training_length_with_a_video(trained, tmp_path, capsys):
     assert video.stat().st_size > 1000
 
 
+def test_samples_average_sampled_rollouts_reproducibly(trained, capsys):
+    run_dir, _ = trained
+    one = evaluate_checkpoint(run_dir / "last.pt", device="cpu")
+    avg = evaluate_checkpoint(run_dir / "last.pt", device="cpu", samples=4)
+    again = evaluate_checkpoint(run_dir / "last.pt", device="cpu", samples=4)
+    assert one["rollout_samples"] == 1 and avg["rollout_samples"] == 4
+    assert avg["rollout_mse"] == again["rollout_mse"]  # a fixed random stream: the same score every time
+    assert avg["rollout_mse"] != one["rollout_mse"]
+    assert avg["recon_mse"] == pytest.approx(one["recon_mse"], rel=1e-6)  # observed frames: unchanged
+    assert avg["copy_last_mse"] == one["copy_last_mse"]
+    assert main(["evaluate", str(run_dir / "last.pt"), "--samples", "-2", "--device", "cpu"]) == 1
+    assert (
+        "samples must be 0 (the run's rollout_samples) or a positive count, got -2" in capsys.readouterr().err
+    )
+
+
 def test_bad_requests_say_what_is_allowed(trained, tmp_path, capsys):
     run_dir, _ = trained
     assert main(["evaluate", str(run_dir / "last.pt"), "--horizon", "30", "--device", "cpu"]) == 1
