@@ -216,6 +216,12 @@ class MLflow:
         self.proc = subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_up(self.url, "/health", self.proc, 180)
         self.c = Client(self.url, self.client_kind, {})
+        version = subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", "import mlflow; print(mlflow.__version__)"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        print(f"[mlflow] MLflow {version}, `mlflow server`, SQLite backend store, one worker")
         self.exp = self.c.call(
             "POST", "/api/2.0/mlflow/experiments/create", {"name": f"bench-{uuid.uuid4().hex}"}
         )
