@@ -229,7 +229,9 @@ class AIME(nn.Module):
         With `rollout_samples` N > 1 (and sample False) every output is the average over N sampled rollouts.
         actions may run past the training clip length.
         """
-        if sample or self.rollout_samples <= 1:
+        if (
+            sample or self.rollout_samples <= 1 or context_frames >= actions.shape[1]
+        ):  # no open loop: one pass
             return self._rollout(frames, actions, context_frames, sample)
         total: dict[str, torch.Tensor] = {}
         # A private, fixed random stream: the same clips always get the same prediction (evaluations are
