@@ -183,8 +183,13 @@ def confine(settings: Settings, field: str, value: str) -> str:
     """The absolute, symlink-resolved path of `value` (relative paths are taken inside the data directory), or
     ValueError naming the field and the allowed roots. Paths inside the data directory must lie in its run areas
     (datasets/, runs/, uploads/) even when an operator root contains the data directory."""
-    raw = Path(str(value)).expanduser()
-    path = (raw if raw.is_absolute() else settings.artifact_root / raw).resolve()
+    try:
+        raw = Path(str(value)).expanduser()
+        path = (raw if raw.is_absolute() else settings.artifact_root / raw).resolve()
+    except RuntimeError as exc:  # "~someone" with no such user, or a symlink loop: a bad path, not a crash
+        raise ValueError(
+            f"{value} is not a usable path ({exc}); give a path inside the allowed directories"
+        ) from exc
     data = settings.artifact_root
     areas = run_areas(settings)
     ok = (

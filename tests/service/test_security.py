@@ -299,6 +299,12 @@ def test_recorded_artifacts_are_confined_and_downloads_never_serve_service_files
             r.json()["detail"]["field"] == "path"
             and "outside the allowed directories" in r.json()["detail"]["message"]
         )
+    # A home directory of no such user (found by the contract fuzzer: it was a 500) and a symlink loop.
+    (data_dir / "runs" / "loop").symlink_to(data_dir / "runs" / "loop")
+    for path in ("~`", "~no-such-user-aime/x", str(data_dir / "runs" / "loop" / "x")):
+        r = api.post(f"/api/runs/{rid}/artifacts", json={"kind": "log", "path": path}, headers=AUTH)
+        assert r.status_code == 422, (path, r.status_code, r.text)
+        assert r.json()["detail"]["field"] == "path" and path in r.json()["detail"]["message"]
     assert api.get(f"/api/runs/{rid}/artifacts").json() == []  # nothing stored, no size reported
     good = data_dir / "runs" / "r" / "last.pt"
     good.parent.mkdir()
