@@ -206,3 +206,30 @@ def test_long_metric_read_right_after_its_ingest_is_fast(client):
             took = time.perf_counter() - t0
         assert got["buckets"] == 1000 and got["nonfinite"]["steps"] == ([n // 2] if step_min is None else [])
         assert took < 3.0, took
+
+
+def test_steps_up_to_the_int64_limit_chart_without_overflow(client):
+    # Found by the contract fuzzer: steps run to 2^63 - 1, and the exact bucket arithmetic (step - lo) * buckets
+    # overflowed 64-bit integers (a 500). Such spans are bucketed on coarsened steps: every point still counted,
+    # every NaN/Inf step still listed, the first and last steps exact.
+    rid = client.post(
+        "/api/runs",
+        json={"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True},
+        headers=client.h,
+    ).json()["id"]
+    top = 2**63 - 1
+    steps = [0, 1, 2**40, 2**62, top - 1, top]
+    points = {s: (float(i), 1.7e9) for i, s in enumerate(steps)}
+    points[2**62] = (math.nan, 1.7e9)
+    _send(client, rid, "huge", points, 10)
+    for buckets in (1, 2, 1000):
+        for params in ({}, {"step_min": 1}, {"step_max": 2**62}):
+            r = client.get(f"/api/runs/{rid}/metrics/huge", params={"buckets": buckets} | params)
+            assert r.status_code == 200, r.text
+            got = r.json()
+            want = [s for s in steps if s >= params.get("step_min", 0) and s <= params.get("step_max", top)]
+            assert got["count"] == len(want) and sum(got["n"]) == len(want)
+            assert 1 <= got["buckets"] <= buckets
+            assert got["first_step"][0] == want[0] and got["last_step"][-1] == want[-1]
+            assert got["nonfinite"]["steps"] == ([2**62] if 2**62 in want else [])
+            assert got["first_step"] == sorted(got["first_step"])
