@@ -318,13 +318,14 @@ def downsample(session: Session, run_id: int, key: str, buckets: int, step_min=N
     # Steps run to 2^63 - 1: past 2^62 / buckets the exact bucket arithmetic would overflow 64-bit integers (a 500
     # found by the contract fuzzer). Such spans are bucketed on steps coarsened by an integer divisor first.
     coarse = (hi - lo) * buckets // 2**62 + 1 if (hi - lo) * buckets >= 2**62 else 0
+    bucket = None  # the bucket of a point, when the points are grouped in one pass (not from the tiles)
     if coarse:
         bucket = ((M.step - lo) // coarse * buckets) // ((hi - lo) // coarse + 1)
     elif span >= 2 * TILE * buckets:
         rows = _tiled_buckets(session, run_id, key, buckets, lo, hi)
     else:
         bucket = ((M.step - lo) * buckets) // span  # integer division in SQLite and Postgres
-    if coarse or span < 2 * TILE * buckets:
+    if bucket is not None:
         finite = case((func.abs(M.value) < FINITE_LIMIT, M.value), else_=None)
         rows = session.exec(
             select(

@@ -78,13 +78,17 @@ def _send(client, rid: int, key: str, points: dict, batch: int) -> None:
         assert r.status_code == 200, r.text
 
 
-def test_downsample_equals_direct_computation(client):
-    rng = random.Random(15)
-    rid = client.post(
+def _new_run(client) -> int:
+    return client.post(
         "/api/runs",
         json={"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True},
         headers=client.h,
     ).json()["id"]
+
+
+def test_downsample_equals_direct_computation(client):
+    rng = random.Random(15)
+    rid = _new_run(client)
     dense = _series(rng, range(3, 4003))  # 4,000 steps in a row
     sparse = _series(rng, sorted(rng.sample(range(0, 30_000), 3000)))  # gaps of every size
     _send(client, rid, "dense", dense, 333)  # batches cut tiles anywhere
@@ -182,11 +186,7 @@ def test_long_metric_read_right_after_its_ingest_is_fast(client):
     from backend.core.pubsub import Publisher
     from backend.core.settings import get_settings
 
-    rid = client.post(
-        "/api/runs",
-        json={"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True},
-        headers=client.h,
-    ).json()["id"]
+    rid = _new_run(client)
     n = 100_000
     with get_engine().connect() as conn:
         for i in range(0, n, 10_000):
@@ -212,11 +212,7 @@ def test_steps_up_to_the_int64_limit_chart_without_overflow(client):
     # Found by the contract fuzzer: steps run to 2^63 - 1, and the exact bucket arithmetic (step - lo) * buckets
     # overflowed 64-bit integers (a 500). Such spans are bucketed on coarsened steps: every point still counted,
     # every NaN/Inf step still listed, the first and last steps exact.
-    rid = client.post(
-        "/api/runs",
-        json={"kind": "collect", "tier": 1, "preset": "debug", "synthetic": True},
-        headers=client.h,
-    ).json()["id"]
+    rid = _new_run(client)
     top = 2**63 - 1
     steps = [0, 1, 2**40, 2**62, top - 1, top]
     points = {s: (float(i), 1.7e9) for i, s in enumerate(steps)}
