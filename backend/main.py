@@ -18,6 +18,7 @@ from sqlmodel import Session
 from backend import crud, diskfull, errors, metrics, reconcile, security
 from backend.api.routes import alerts, artifacts, datasets, events, misc, queue, runs, sweeps, worker
 from backend.api.routes import metrics as metric_routes
+from backend.core import pubsub
 from backend.core.db import get_engine
 from backend.core.pubsub import Publisher
 from backend.core.settings import get_settings
@@ -69,6 +70,7 @@ async def lifespan(_app: FastAPI):
     yield
     task.cancel()
     requeue.cancel()
+    await asyncio.to_thread(pubsub.flush, 5.0)  # live events still queued for Redis go out before exit
 
 
 app = FastAPI(
@@ -80,7 +82,9 @@ app = FastAPI(
 )
 errors.install(app)  # every error as {"detail": ...} (backend/errors.py), Conflict -> 409
 diskfull.install(app)  # a full data disk: writes answer 507 (the worker sink re-sends), reads keep working
-for module in (misc, runs, worker, metric_routes, events, alerts, artifacts, datasets, queue, sweeps):
+# Routes are matched in this order: the hot paths of running workers (metric ingest, events, heartbeats) first,
+# so a one-point POST is not tested against twenty other routes (~0.1 ms of a ~1 ms call).
+for module in (metric_routes, events, worker, misc, runs, alerts, artifacts, datasets, queue, sweeps):
     app.include_router(module.router, responses=errors.COMMON)
 
 

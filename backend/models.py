@@ -167,11 +167,12 @@ class Dataset(SQLModel, table=True):
 class MetricPoint(SQLModel, table=True):
     """One scalar at one step. NaN is stored as NULL (SQLite cannot hold NaN); +-Inf as themselves."""
 
-    __table_args__ = (UniqueConstraint("run_id", "key", "step", name="uq_metric_run_key_step"),)
-    id: int | None = Field(default=None, sa_column_kwargs={"autoincrement": True}, primary_key=True)
-    run_id: int = Field(foreign_key="run.id", ondelete="CASCADE")
-    key: str
-    step: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Keyed by what identifies a point (migration 0005): the idempotent upsert's conflict target is the primary key,
+    # no surrogate id to index per point; on SQLite the table is that b-tree itself (WITHOUT ROWID).
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    run_id: int = Field(foreign_key="run.id", ondelete="CASCADE", primary_key=True)
+    key: str = Field(primary_key=True)
+    step: int = Field(sa_column=Column(BigInteger, primary_key=True))
     value: float | None = Field(default=None, sa_column=Column(Float(precision=53), nullable=True))
     wall_time: float = 0.0
 

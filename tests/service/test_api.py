@@ -289,6 +289,9 @@ def test_sse_replays_after_last_event_id(client, service_env):
 
     import redis
 
+    from backend.core import pubsub
+
+    assert pubsub.flush(5.0)  # a metric batch's live event follows its answer (it never waits for Redis)
     r = redis.Redis.from_url(service_env["AIME_REDIS_URL"])
     ids = [i.decode() for i, _ in r.xrange(f"{service_env['AIME_REDIS_PREFIX']}events:run:{rid}")]
     assert len(ids) == 4  # queued status + three metric batches

@@ -81,3 +81,35 @@ def test_stream_trimmed_when_run_ends_and_reconnect_replays(sqlite_service_env, 
     assert [e.get("i") for _, e in replay] == [52, 53, 54, None] and replay[-1][1]["status"] == "succeeded"
     time.sleep(1.1)
     assert not r.exists(key) and not r.exists(key + ":bytes")
+
+
+def test_metric_events_leave_without_waiting_and_in_order(sqlite_service_env, redis_url):
+    """A metric batch's event is handed to the sender without a round trip of its own; a backlog goes out as one
+    pipeline, and a status published after it (which waits) finds every earlier event already in the stream."""
+    from backend.core import pubsub
+
+    pub = _publisher()
+    r = redis.Redis.from_url(redis_url)
+    key = pubsub.channel(pub.settings, 9)
+    sender = pubsub.sender(pub.settings.redis_url)
+    n = pubsub.MAX_PENDING  # a publisher past this many queued events waits (backpressure)
+    with sender.cond:  # hold the sender while the events queue up: they must go out later, in their order
+        for i in range(n):
+            pub.publish_json("metrics", 9, f'"i": {i}')
+        assert len(sender.pending) >= n - 1  # queued, not sent: publish_json did not wait for Redis
+    pub.publish("status", 9, {"status": "running"})  # returns once it and everything before it is in Redis
+    kinds = [json.loads(f[b"d"]) for _, f in r.xrange(key)]
+    assert [e.get("i") for e in kinds[:-1]] == list(range(n)) and kinds[-1]["status"] == "running"
+    assert pubsub.flush(5.0)
+
+
+def test_events_are_best_effort_when_redis_is_gone(sqlite_service_env, caplog):
+    """Redis unreachable: publishing neither raises nor hangs (the database holds the data); the loss is logged."""
+    from backend.core import pubsub
+
+    pub = _publisher(redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    t0 = time.perf_counter()
+    pub.publish_json("metrics", 3, '"i": 1')
+    pub.publish("status", 3, {"status": "running"})
+    assert pubsub.flush(5.0) and time.perf_counter() - t0 < 5
+    assert "live events not published" in caplog.text
