@@ -47,6 +47,29 @@ def test_overshooting_one_step_is_the_one_step_prior_prediction_loss():
     assert torch.isfinite(terms4["overshoot"]) and not torch.isclose(terms4["overshoot"], direct)
 
 
+def test_overshoot_fraction_scores_a_random_share_with_the_same_mean():
+    """Decoding a random share of the open-loop predictions is the full term in expectation (and its gradient
+    reaches every module the full term reaches); 1 is every prediction; 0 or above 1 is refused."""
+    model = debug_model(overshoot_steps=4)
+    model.stochastic = False
+    g = torch.Generator().manual_seed(2)
+    frames = torch.randint(0, 256, (4, 6, 3, 32, 32), dtype=torch.uint8, generator=g)
+    actions = torch.rand(4, 6, 2, generator=g) * 2 - 1
+    full = model(frames, actions)[1]["overshoot"].detach()
+    model.overshoot_fraction = 0.25
+    torch.manual_seed(0)
+    draws = torch.stack([model(frames, actions)[1]["overshoot"].detach() for _ in range(60)])
+    assert torch.isfinite(draws).all() and draws.std() > 0  # a different share each step
+    assert abs(draws.mean() - full) < 4 * draws.std() / 60**0.5 + 1e-3 * full  # unbiased: within the noise
+    loss = model(frames, actions)[1]["overshoot"]
+    loss.backward()
+    assert all(p.grad is not None for p in model.dynamics.parameters())  # the open loop is still trained
+    with pytest.raises(ConfigError, match=r"overshoot_fraction: must be in \(0, 1\]"):
+        resolve_train(1, "debug", overrides={"overshoot_fraction": 0}, env={})
+    with pytest.raises(ConfigError, match="overshoot_fraction"):
+        resolve_train(1, "debug", overrides={"overshoot_fraction": 1.5}, env={})
+
+
 def test_recon_std_sets_the_likelihood_weight():
     assert debug_model(recon_std=1.0).recon_scale == pytest.approx(0.5)
     assert debug_model(recon_std=0.1).recon_scale == pytest.approx(50.0)
