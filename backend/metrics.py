@@ -366,9 +366,17 @@ def downsample(session: Session, run_id: int, key: str, buckets: int, step_min=N
         out["last"].append(json_value(last_vals.get(s1)))
     out["count"] = sum(out["n"])
     out["buckets"] = len(rows)
-    bad = session.exec(  # the partial index ix_metric_nonfinite holds exactly these rows
-        select(M.step, M.value).where(*cond, text(f"({NONFINITE_SQL})")).order_by(M.step).limit(100000)
-    ).all()
+    # The partial index ix_metric_nonfinite holds exactly these rows. SQLite is told to use it: with the points in
+    # primary-key order (WITHOUT ROWID) its planner scanned the metric's whole range instead (0.22 s of a 1M-point
+    # chart read).
+    hint = " INDEXED BY ix_metric_nonfinite" if session.get_bind().dialect.name == "sqlite" else ""
+    sql = f"SELECT step, value FROM metricpoint{hint} WHERE run_id = :r AND key = :k AND ({NONFINITE_SQL})"
+    args: dict[str, Any] = {"r": run_id, "k": key}
+    for name, op, bound in (("lo", ">=", step_min), ("hi", "<=", step_max)):
+        if bound is not None:
+            sql += f" AND step {op} :{name}"
+            args[name] = bound
+    bad = session.connection().execute(text(sql + " ORDER BY step LIMIT 100000"), args).all()
     out["nonfinite"] = {"steps": [s for s, _ in bad], "values": [json_value(v) for _, v in bad]}
     return out
 
