@@ -75,6 +75,15 @@ export async function mount(root, { params }) {
     keepFocus(header, drawHeader);
   }
 
+  // Made once and updated in place: the header is redrawn on every progress event, and a button replaced between
+  // a press and its release loses the click (a Cancel that would not take while a run logged every step).
+  const buttons = {
+    cancel: h("button.danger#btn-cancel", { type: "button", onclick: () => act("cancel") }, "Cancel"),
+    retry: h("button#btn-retry", { type: "button", title: "Start again from scratch as a new run",
+      onclick: () => act("retry") }, "Retry"),
+    resume: train ? h("button#btn-resume", { type: "button", onclick: () => act("resume") }, "Resume") : null,
+  };
+
   function drawHeader() {
     const { done, total } = progressOf(run);
     const pct = total ? Math.min(100, (100 * (done ?? 0)) / total) : 0;
@@ -88,17 +97,20 @@ export async function mount(root, { params }) {
       : "Continue from the last checkpoint as a new run";
     const eta = etaOf(run, Date.now(), stepTimes);
     const open = openAlertGroups().length;
+    buttons.cancel.disabled = !canCancel;
+    buttons.retry.disabled = !finished;
+    if (buttons.resume) {
+      buttons.resume.disabled = !finished || run.status === "succeeded" || !hasCkpt;
+      buttons.resume.title = resumeWhy;
+      buttons.resume.setAttribute("aria-label", `Resume: ${resumeWhy}`);
+    }
     clear(header,
       h("div.head",
         h("h1", run.name, h("span.muted.light", ` #${id}`)),
         statusBadge(run.status),
         open ? h("a.badge.alert-badge", { href: "#nan-banner" }, `⚠ ${open} open alert${open > 1 ? "s" : ""}`) : null,
         h("span.spacer"),
-        h("button.danger#btn-cancel", { type: "button", disabled: !canCancel, onclick: () => act("cancel") }, "Cancel"),
-        h("button#btn-retry", { type: "button", disabled: !finished, title: "Start again from scratch as a new run",
-          onclick: () => act("retry") }, "Retry"),
-        train && h("button#btn-resume", { type: "button", disabled: !finished || run.status === "succeeded" || !hasCkpt,
-          title: resumeWhy, "aria-label": `Resume: ${resumeWhy}`, onclick: () => act("resume") }, "Resume")),
+        buttons.cancel, buttons.retry, buttons.resume),
       h("div.card", h("div.grid3",
         h("dl.kv",
           h("dt", "Kind"), h("dd", `${run.kind} · tier ${run.tier}${run.preset ? ` · ${run.preset}` : ""}`),
