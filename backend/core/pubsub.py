@@ -186,7 +186,6 @@ class Publisher:
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
-        self.redis = sync_redis(self.settings.redis_url)
 
     def publish(self, kind: str, run_id: int | None, data: dict[str, Any]) -> None:
         """One round trip: into the global stream and the run's, each capped in entries and payload bytes; a run's
