@@ -159,6 +159,12 @@ class TrainConfig:
     num_epochs: int = _f(50, "Passes over the training clips.")
     batch_size: int = _f(16, "Clips per optimiser step (before gradient accumulation).")
     lr: float = _f(3e-4, "AdamW learning rate.")
+    lr_final_ratio: float = _f(
+        1.0,
+        "Learning rate at the last step of the run as a share of lr, reached by a cosine decay over the run's "
+        "steps (num_epochs x steps per epoch) after the warm-up; 1 = constant. A run extended with --resume "
+        "--num_epochs stretches the decay over the new total from where it is.",
+    )
     weight_decay: float = _f(1e-4, "AdamW weight decay.")
     amp: bool = _f(False, "Mixed precision: bf16 where supported, fp16 with a grad scaler otherwise.")
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients are summed before one optimiser step.")
@@ -604,6 +610,10 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
     if not 0.0 < cfg.overshoot_fraction <= 1.0:
         raise ConfigError(
             "overshoot_fraction", f"must be in (0, 1] (1 = every prediction), got {cfg.overshoot_fraction}"
+        )
+    if not 0.0 <= cfg.lr_final_ratio <= 1.0:
+        raise ConfigError(
+            "lr_final_ratio", f"must be between 0 and 1 (1 = constant lr), got {cfg.lr_final_ratio}"
         )
     if not 0.0 <= cfg.kl_balance <= 1.0:
         raise ConfigError("kl_balance", f"must be between 0 and 1, got {cfg.kl_balance}")

@@ -191,7 +191,10 @@ class _Run:
         self.video_len = min(max(2 * cfg.video_length, k + horizon), shortest)
         self.video_data = ClipFeeder(val_store, self.video_len, self.device, "always", 0)
         model = AIME.from_config(cfg, int(info["action_dim"])).to(self.device)
-        self.trainer = Trainer(model, cfg, self.device)
+        steps_per_epoch = max(
+            1, self.train_data.steps_per_epoch(cfg.batch_size) // cfg.gradient_accumulation_steps
+        )
+        self.trainer = Trainer(model, cfg, self.device, total_steps=steps_per_epoch * cfg.num_epochs)
         if cfg.resume:
             self.resume(cfg.resume)
         else:

@@ -51,10 +51,35 @@ class StepResult:
     overflow: bool = False  # fp16 scaler skipped the step (expected now and then; not an error)
 
 
+def lr_factor(warmup: int, total: int | None, final_ratio: float):
+    """The schedule as a factor of lr at step s: a linear warm-up from 10 % over `warmup` steps, then constant, or
+    (final_ratio < 1 and a known total) a cosine from 1 down to final_ratio at the run's last step.
+
+    A pure function of the step: a resumed run continues exactly where it stopped (the scheduler's state is only
+    the step count); extending num_epochs stretches what is left of the decay over the new total.
+    """
+
+    def factor(s: int) -> float:
+        warm = min(1.0, 0.1 + 0.9 * s / max(1, warmup))
+        if total is None or final_ratio >= 1.0 or s <= warmup:
+            return warm
+        progress = min(1.0, (s - warmup) / max(1, total - warmup))
+        return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 class Trainer:
     """Holds the optimiser state and does one step from a list of micro-batches (gradient accumulation)."""
 
-    def __init__(self, model: torch.nn.Module, cfg, device: torch.device, lr_warmup_steps: int = 20):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg,
+        device: torch.device,
+        lr_warmup_steps: int = 20,
+        total_steps: int | None = None,
+    ):
         self.raw_model = model
         # AIME_COMPILE_MODE (e.g. reduce-overhead: CUDA graphs) picks torch.compile's mode; measured by
         # benchmarks/gpu_check.py before any default changes.
@@ -63,10 +88,8 @@ class Trainer:
         self.cfg, self.device = cfg, device
         self.dtype = amp_dtype(device, cfg.amp)
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        # Linear warm-up from 10 % over a fixed number of steps, then constant: independent of num_epochs,
-        # so a run extended with --resume --num_epochs follows the same schedule.
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: min(1.0, 0.1 + 0.9 * s / max(1, lr_warmup_steps))
+            self.opt, lr_factor(lr_warmup_steps, total_steps, cfg.lr_final_ratio)
         )
         use_scaler = self.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)

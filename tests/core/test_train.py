@@ -223,3 +223,33 @@ def test_debug_mode_anomaly_detection_still_reports_the_nan(synthetic_dataset, t
     assert result.status == "failed" and "step 2" in result.error
     assert [p["kind"] for k, p in sink.events if k == "alert"] == ["nan"]
     assert not torch.is_anomaly_enabled()  # switched off again after the run
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_final_ratio():
+    from aime_core.trainer import lr_factor
+
+    constant = lr_factor(20, 1000, 1.0)
+    assert constant(0) == pytest.approx(0.1) and constant(20) == constant(999) == 1.0
+    cosine = lr_factor(20, 1000, 0.05)
+    assert cosine(0) == pytest.approx(0.1) and cosine(20) == pytest.approx(1.0)
+    # Halfway through the decay the factor is halfway between 1 and the final ratio; it ends on the ratio.
+    assert cosine(510) == pytest.approx((1.0 + 0.05) / 2)
+    assert cosine(1000) == pytest.approx(0.05) and cosine(5000) == pytest.approx(0.05)
+    decay = [cosine(s) for s in range(20, 1001)]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+    assert lr_factor(20, None, 0.05)(999) == 1.0  # no known total: constant after the warm-up
+
+
+def test_lr_final_ratio_is_reached_at_the_last_step_of_a_run(synthetic_dataset, tmp_path):
+    sink = Collect()
+    cfg = cfg_for(
+        synthetic_dataset, tmp_path / "run", num_epochs=10, lr_final_ratio=0.1, log_every=1, eval_every=20
+    )
+    res = train(cfg, sink)
+    lrs = [v["lr"] for _, v in sink.metrics_log if "lr" in v]
+    assert res.status == "succeeded" and len(lrs) == res.steps == 50
+    # The logged lr is the one the step used: the last step runs at the schedule's value for step 49 of 50.
+    from aime_core.trainer import lr_factor
+
+    assert lrs[-1] == pytest.approx(cfg.lr * lr_factor(20, 50, 0.1)(49))
+    assert lrs[-1] < 0.15 * cfg.lr and max(lrs) <= cfg.lr
