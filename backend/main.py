@@ -79,6 +79,7 @@ app = FastAPI(
     lifespan=lifespan,
     docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
     redoc_url=None,
+    telemetry=None if get_settings().otel else {"tracing": False, "metrics": False, "logs": False},
 )
 errors.install(app)  # every error as {"detail": ...} (backend/errors.py), Conflict -> 409
 diskfull.install(app)  # a full data disk: writes answer 507 (the worker sink re-sends), reads keep working

@@ -4,6 +4,7 @@ before any route reads it, and adds the security headers to every response."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -63,6 +64,16 @@ def host_name(value: str) -> str:
 
 def is_loopback(host: str) -> bool:
     """A loopback name or address (127.0.0.0/8, ::1, localhost)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    # Every request asks about its Host header: parsing an address each time cost ~20 us of a ~0.7 ms ingest call.
+    return len(host) <= 255 and _is_loopback_address(
+        host
+    )  # longer is no address (and stays out of the cache)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_loopback_address(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
     try:

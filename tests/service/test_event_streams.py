@@ -113,3 +113,32 @@ def test_events_are_best_effort_when_redis_is_gone(sqlite_service_env, caplog):
     pub.publish("status", 3, {"status": "running"})
     assert pubsub.flush(5.0) and time.perf_counter() - t0 < 5
     assert "live events not published" in caplog.text
+
+
+def test_metric_events_published_one_by_one_share_round_trips(sqlite_service_env, redis_url, monkeypatch):
+    """A run sending one point per call: its events linger a few ms for company instead of one round trip each;
+    nobody waits for them, and they still arrive by themselves, in order, without a flush."""
+    from backend.core import pubsub
+
+    pub = _publisher()
+    r = redis.Redis.from_url(redis_url)
+    key = pubsub.channel(pub.settings, 10)
+    sender = pubsub.sender(pub.settings.redis_url)
+    assert pubsub.flush(5.0)
+    calls = []
+    real = sender._call
+    monkeypatch.setattr(sender, "_call", lambda batch: calls.append(len(batch)) or real(batch))
+    for i in range(100):
+        pub.publish_json("metrics", 10, f'"i": {i}')
+        time.sleep(0.0005)  # a fast client's pace: ~1 ms per call
+    deadline = time.monotonic() + 5
+    while r.xlen(key) < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)  # no flush: the linger is bounded by itself
+    assert [json.loads(f[b"d"])["i"] for _, f in r.xrange(key)] == list(range(100))
+    assert sum(calls) == 100 and len(calls) <= 50, calls  # round trips shared (one each before)
+    # A waiter does not linger: a status goes at once, with the metric events queued before it.
+    pub.publish_json("metrics", 10, '"i": 100')
+    t0 = time.perf_counter()
+    pub.publish("status", 10, {"status": "running"})
+    assert time.perf_counter() - t0 < pubsub.LINGER_S * 0.8 or calls[-1] == 2
+    assert [json.loads(f[b"d"]).get("i") for _, f in r.xrange(key)][-2:] == [100, None]

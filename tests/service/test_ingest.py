@@ -94,6 +94,14 @@ def test_bad_bodies_are_refused_with_the_field(client):
     assert client.post(url, json=ok).status_code == 401  # no token
     r = client.post("/api/runs/999999/metrics", json=ok, headers=client.h)
     assert r.status_code == 404 and r.json()["detail"] == "no run 999999"
+    # The run id is read from the path by the route itself: the same 422s as FastAPI gives every other route.
+    for bad, words in (("abc", "valid integer"), ("-1", "greater than or equal to 0"), ("1.5", "valid integer"),
+                       (str(2**63), "less than or equal to 9223372036854775807")):  # fmt: skip
+        r = client.post(f"/api/runs/{bad}/metrics", json=ok, headers=client.h)
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "run_id", (bad, r.text)
+        assert words in r.json()["detail"]["message"], (bad, r.text)
+        same = client.get(f"/api/runs/{bad}/metrics")  # a route whose run_id FastAPI resolves
+        assert same.status_code == 422 and same.json()["detail"] == r.json()["detail"], (bad, same.text)
     cases = [
         (b"", "application/json", "body", "required"),
         (b"{not json", "application/json", "body", "JSON"),
