@@ -191,10 +191,9 @@ class _Run:
         self.video_len = min(max(2 * cfg.video_length, k + horizon), shortest)
         self.video_data = ClipFeeder(val_store, self.video_len, self.device, "always", 0)
         model = AIME.from_config(cfg, int(info["action_dim"])).to(self.device)
-        steps_per_epoch = max(
-            1, self.train_data.steps_per_epoch(cfg.batch_size) // cfg.gradient_accumulation_steps
-        )
-        self.trainer = Trainer(model, cfg, self.device, total_steps=steps_per_epoch * cfg.num_epochs)
+        accum = cfg.gradient_accumulation_steps
+        self.steps_per_epoch = max(1, self.train_data.steps_per_epoch(cfg.batch_size) // accum)
+        self.trainer = Trainer(model, cfg, self.device, total_steps=self.steps_per_epoch * cfg.num_epochs)
         if cfg.resume:
             self.resume(cfg.resume)
         else:
@@ -258,7 +257,7 @@ class _Run:
         self.setup()
         cfg, t = self.cfg, self.trainer
         accum = cfg.gradient_accumulation_steps
-        steps_per_epoch = max(1, self.train_data.steps_per_epoch(cfg.batch_size) // accum)
+        steps_per_epoch = self.steps_per_epoch
         total = steps_per_epoch * cfg.num_epochs
         inject_step = int(os.environ.get("AIME_INJECT_NAN_STEP", 0) or cfg.inject_nan_step)
         inject_term = os.environ.get("AIME_INJECT_NAN_TERM") or cfg.inject_nan_term

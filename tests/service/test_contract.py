@@ -21,9 +21,8 @@ pytestmark = pytest.mark.redis
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 # The two endless Server-Sent Event streams cannot be fuzzed (a reply never ends); everything else is.
 ENDLESS = ("all_events_api_events_get", "run_events_api_runs__run_id__events_get")
-BUDGET_S = (
-    100  # schemathesis's own time budget (--max-time); the whole test stays under ~2 minutes of CI's 20
-)
+# schemathesis's own time budget (--max-time); the whole test stays under ~2 minutes of CI's 20
+BUDGET_S = 100
 
 
 def _seed(url: str) -> dict:

@@ -64,18 +64,13 @@ METRICS_IN = {  # the body as documented (MetricsIn: the same fields and constra
 
 
 RUN_ID = TypeAdapter(RunId)
-RUN_ID_PARAM = {  # the path parameter as FastAPI documents RunId on every other route
+_RUN_ID_SCHEMA = RUN_ID.json_schema()
+RUN_ID_PARAM = {  # the path parameter as FastAPI documents RunId on every other route, from the same annotation
     "name": "run_id",
     "in": "path",
     "required": True,
-    "schema": {
-        "type": "integer",
-        "minimum": 0,
-        "maximum": INT64_MAX,
-        "description": "the run's id",
-        "title": "Run Id",
-    },
-    "description": "the run's id",
+    "schema": {**_RUN_ID_SCHEMA, "title": "Run Id"},
+    "description": _RUN_ID_SCHEMA["description"],
 }
 
 
