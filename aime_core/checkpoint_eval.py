@@ -19,6 +19,7 @@ from aime_core.data import DataError, EpisodeStore, dataset_split, file_frame_st
 from aime_core.evaluate import PROBE_EPISODES, HeldOut
 from aime_core.loaders import ClipFeeder, first_clips
 from aime_core.model.aime import AIME
+from aime_core.shrinkage import apply_shrinkage
 from aime_core.train import TrainError, pick_device
 from aime_core.trainer import amp_dtype, autocast
 from aime_core.video import panel_frames, write_mp4
@@ -53,6 +54,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     sample: bool = False,
     samples: int = 0,
+    shrinkage: bool | None = None,
     amp: bool | None = None,
     video: str | Path | None = None,
     video_clips: int = 4,
@@ -62,7 +64,8 @@ def evaluate_checkpoint(
     pixels), the state-space scores when the data has states, and reconstruction scores, as training's
     evaluation returns them, plus where the result came from. 0 for `context`/`horizon`/`clips` means the
     run's own setting, and for `samples` (the average of that many sampled rollouts) the run's `rollout_samples`.
-    `states=True` makes a dataset without physics states an error instead of skipping them."""
+    `states=True` makes a dataset without physics states an error instead of skipping them. `shrinkage` (None:
+    the run's rollout_shrinkage) calibrates the rollouts toward the mean frame (aime_core/shrinkage.py)."""
     dev = pick_device(device)
     model, cfg, where = load_model(path, dev)
     data_path = data or cfg.data_path or ""
@@ -101,7 +104,8 @@ def evaluate_checkpoint(
             f"{data_path} has {info['action_dim']}-dim actions, the checkpoint's model "
             f"{model.hparams['action_dim']}: a different environment"
         )
-    held_out = HeldOut(probe_store, store, stats, k, H, cfg.video_length, dev)
+    calibrate = cfg.rollout_shrinkage if shrinkage is None else shrinkage
+    held_out = HeldOut(probe_store, store, stats, k, H, cfg.video_length, dev, shrinkage=calibrate)
     dtype = amp_dtype(dev, cfg.amp if amp is None else amp)
     mixed = functools.partial(autocast, dev, dtype)
     result = held_out.score(model, clips, cfg.batch_size, sample, mixed)
@@ -111,6 +115,8 @@ def evaluate_checkpoint(
         frames, actions = next(first_clips(feeder, video_clips, video_clips))
         with torch.no_grad(), mixed():
             pred = model.generate(frames[:, :k], actions, k, sample=sample)
+        if held_out.shrinkage is not None:
+            pred = apply_shrinkage(pred.float(), k, held_out.baselines.mean_frame, held_out.shrinkage)
         grid = panel_frames(frames.float() / 255, pred.float(), k, cfg.video_length)
         result["video"] = write_mp4(video, grid)
     result.update(

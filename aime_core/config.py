@@ -212,6 +212,13 @@ class TrainConfig:
         "squared error: it blurs where the model is unsure instead of committing to one sharp guess). Costs N "
         "rollouts per evaluation; training is unchanged.",
     )
+    rollout_shrinkage: bool = _f(
+        False,
+        "Calibrated rollouts (evaluations, videos, `aime evaluate`): each open-loop frame is pulled toward the mean "
+        "training frame by a factor a_h per horizon, fitted by least squares on training clips at every "
+        "evaluation (1 = the rollout as is, 0 = the mean frame); the squared-error-optimal blend where a sharp "
+        "guess is often wrong. The uncalibrated rollout is scored alongside (ratio_raw); training is unchanged.",
+    )
     # --- bookkeeping
     save_every: int = _f(10, "Save a numbered checkpoint every N epochs (plus `last` and `best` always).")
     eval_every: int = _f(5, "Evaluate (reconstruction, open-loop rollouts, video) every N epochs.")

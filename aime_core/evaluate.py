@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from aime_core.model.aime import as_float
+from aime_core.shrinkage import apply_shrinkage, fit_shrinkage
 
 # A pixel "moves" when its std over the training frames exceeds this (pixel values in [0, 1]; 0.02 ~ 5/255).
 MOVING_STD = 0.02
@@ -74,14 +75,24 @@ def _ratio(model: list[float], *baselines: list[float]) -> list[float]:
 
 @torch.no_grad()
 def evaluate(
-    model, batches, context_frames: int, sample: bool, autocast, baselines: Baselines | None = None
+    model,
+    batches,
+    context_frames: int,
+    sample: bool,
+    autocast,
+    baselines: Baselines | None = None,
+    shrinkage: list[float] | None = None,
 ) -> dict:
     """Scores over held-out clips. Rollouts observe k frames, then run open loop on the recorded actions.
 
     Returns recon_mse/psnr/ssim and per-horizon lists (h = 1..T-k): rollout_mse, copy_last_mse (also as
     baseline_mse, its older name), mean_frame_mse (with `baselines`), ratio (to the better baseline), their
-    PSNRs, and the same MSEs over the moving pixels (`*_moving`).
+    PSNRs, and the same MSEs over the moving pixels (`*_moving`). With `shrinkage` (a_h per horizon, see
+    aime_core/shrinkage.py; needs `baselines`) the rollout is the calibrated one, and the uncalibrated rollout is
+    scored too, as rollout_raw_mse / ratio_raw (and their `_moving`).
     """
+    if shrinkage is not None and baselines is None:
+        raise ValueError("shrinkage pulls toward the mean training frame: pass baselines with it")
     model.eval()
     k = context_frames
     recon_se, recon_ssim, n, T = 0.0, 0.0, 0, 0
@@ -104,7 +115,11 @@ def evaluate(
         recon_ssim += float(ssim(flat_r, flat_g).sum())
         future = gt[:, k:]  # [B,H,...]
         last = gt[:, k - 1 : k].expand_as(future)
-        for name, guess in (("rollout", pred[:, k:]), ("copy_last", last)):
+        guesses = [("rollout", pred[:, k:]), ("copy_last", last)]
+        if shrinkage is not None:
+            calibrated = apply_shrinkage(pred, k, baselines.mean_frame, shrinkage)
+            guesses = [("rollout", calibrated[:, k:]), ("rollout_raw", pred[:, k:]), ("copy_last", last)]
+        for name, guess in guesses:
             full, mov = clip_errors(guess, future, moving)
             add(f"{name}_mse", full)
             add(f"{name}_mse_moving", mov)
@@ -128,6 +143,10 @@ def evaluate(
             continue
         bases = [out[f"{b}_mse{suffix}"] for b in ("copy_last", "mean_frame") if f"{b}_mse{suffix}" in out]
         out[f"ratio{suffix}"] = _ratio(out[f"rollout_mse{suffix}"], *bases)
+        if f"rollout_raw_mse{suffix}" in out:
+            out[f"ratio_raw{suffix}"] = _ratio(out[f"rollout_raw_mse{suffix}"], *bases)
+    if shrinkage is not None:
+        out["shrinkage"] = list(shrinkage[: len(out["horizon"])])
     frames_seen = n * T
     out["recon_mse"] = recon_se / frames_seen
     out["psnr"] = float(psnr(torch.tensor(out["recon_mse"])))
@@ -160,6 +179,8 @@ def eval_metrics(result: dict) -> dict[str, float]:
         "eval/rollout_ratio_moving": "ratio_moving",
         "eval/state_mse": "state_mse",
         "eval/state_ratio": "state_ratio",
+        "eval/rollout_ratio_raw": "ratio_raw",
+        "eval/shrinkage": "shrinkage",
     }
     out |= {key: mean(result[name]) for key, name in optional.items() if name in result}
     return out
@@ -172,15 +193,32 @@ PROBE_EPISODES = (
 
 class HeldOut:
     """Everything a run is scored with: held-out clips of k + horizon frames starting at every frame, the
-    baselines from the training frames, and (when the file has states) the training clips of the state probe.
-    Training and `aime evaluate` both score through this, so they agree exactly."""
+    baselines from the training frames, (when the file has states) the training clips of the state probe, and
+    (with `shrinkage`) the training clips that calibrate the rollouts. Training and `aime evaluate` both score
+    through this, so they agree exactly."""
 
-    def __init__(self, train_store, val_store, stats, context: int, horizon: int, video_length: int, device):
+    def __init__(
+        self,
+        train_store,
+        val_store,
+        stats,
+        context: int,
+        horizon: int,
+        video_length: int,
+        device,
+        shrinkage: bool = False,
+    ):
         from aime_core.loaders import ClipFeeder  # noqa: PLC0415 (loaders imports data, which is heavier)
 
         self.k, self.horizon = context, horizon
         self.clips = ClipFeeder(val_store, context + horizon, device, "always", 0, stride=1)
         self.baselines = Baselines.from_stats(*stats, device)
+        self.shrink_clips = None
+        if shrinkage:  # training clips as long as the scored ones, from the probe's training episodes
+            self.shrink_clips = ClipFeeder(
+                train_store.subset(PROBE_EPISODES), context + horizon, device, "always", 0, stride=1
+            )
+        self.shrinkage: list[float] | None = None  # the a_h of the latest score
         self.probe_clips = None
         if val_store.states is not None and train_store.states is not None:
             self.probe_clips = ClipFeeder(
@@ -191,8 +229,20 @@ class HeldOut:
         from aime_core.loaders import first_clips  # noqa: PLC0415
         from aime_core.probe import StateProbe, score_states  # noqa: PLC0415
 
+        self.shrinkage = None
+        if self.shrink_clips is not None:
+            fit_clips = first_clips(self.shrink_clips, clips, batch_size)
+            self.shrinkage = fit_shrinkage(
+                model, fit_clips, self.k, autocast, self.baselines.mean_frame, sample
+            )
         result = evaluate(
-            model, first_clips(self.clips, clips, batch_size), self.k, sample, autocast, self.baselines
+            model,
+            first_clips(self.clips, clips, batch_size),
+            self.k,
+            sample,
+            autocast,
+            self.baselines,
+            self.shrinkage,
         )
         if self.probe_clips is not None:
             model.eval()

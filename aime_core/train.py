@@ -20,6 +20,7 @@ from aime_core.evaluate import HeldOut, eval_metrics
 from aime_core.loaders import ClipFeeder, first_clips
 from aime_core.model import AIME
 from aime_core.nan_guard import NonFinite, dump
+from aime_core.shrinkage import apply_shrinkage
 from aime_core.sinks import JsonlSink, MultiSink, ShouldStop, Sink, maybe_wandb, never_stop
 from aime_core.trainer import Trainer
 from aime_core.video import panel_frames, write_mp4
@@ -185,7 +186,14 @@ class _Run:
         # Scored clips: k + horizon frames from every start frame (256 clips also in a small split).
         mean, std = train_store.frame_stats()
         self.held_out = HeldOut(
-            train_store, val_store, (mean, std), k, horizon, cfg.video_length, self.device
+            train_store,
+            val_store,
+            (mean, std),
+            k,
+            horizon,
+            cfg.video_length,
+            self.device,
+            shrinkage=cfg.rollout_shrinkage,
         )
         # Video clips run to twice the training length (or the eval horizon) where the episodes allow.
         self.video_len = min(max(2 * cfg.video_length, k + horizon), shortest)
@@ -341,6 +349,9 @@ class _Run:
                 pred = t.raw_model.generate(
                     frames[:, : self.context_frames], actions, self.context_frames, sample=cfg.rollout_sample
                 )
+            if self.held_out.shrinkage is not None:  # the video shows what was scored
+                mean_frame = self.held_out.baselines.mean_frame
+                pred = apply_shrinkage(pred.float(), self.context_frames, mean_frame, self.held_out.shrinkage)
             grid = panel_frames(frames.float() / 255, pred.float(), self.context_frames, cfg.video_length)
             video = write_mp4(self.run_dir / "videos" / f"eval_epoch_{t.epoch:04d}.mp4", grid)
             self.sinks.artifact("video", video, t.step, {"epoch": t.epoch})

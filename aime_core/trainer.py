@@ -69,6 +69,15 @@ def lr_factor(warmup: int, total: int | None, final_ratio: float):
     return factor
 
 
+def channels_last_convs(model: torch.nn.Module) -> None:
+    """2D convolution weights in channels-last layout: oneDNN's CPU convolutions then skip a reorder per call
+    (measured on the cpu benchmark profile, 2 cores: 300 -> 240 ms per step; activations in channels-last too
+    were no faster). Values are unchanged; 3D convolutions keep their layout (channels-last is 4D only)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+
+
 class Trainer:
     """Holds the optimiser state and does one step from a list of micro-batches (gradient accumulation)."""
 
@@ -81,6 +90,8 @@ class Trainer:
         total_steps: int | None = None,
     ):
         self.raw_model = model
+        if device.type == "cpu":
+            channels_last_convs(model)
         # AIME_COMPILE_MODE (e.g. reduce-overhead: CUDA graphs) picks torch.compile's mode; measured by
         # benchmarks/gpu_check.py before any default changes.
         mode = os.environ.get("AIME_COMPILE_MODE") or None

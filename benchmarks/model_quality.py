@@ -40,16 +40,23 @@ PROFILES = {
     "cpu": {
         "data": "data/bench/cartpole-swingup-ar4-32px.hdf5",
         "img_size": 32,
-        "steps": 2400,
+        "steps": 3600,
         # lr 6e-4 for the smaller model and short budget (3e-4, tier 1's: worst ratio h<=10 0.74, h<=30 1.05)
-        "train": {"img_size": 32, "hidden_dim": 128, "context_dim": 64, "amp": False, "lr": 6e-4},
+        "train": {
+            "img_size": 32,
+            "hidden_dim": 128,
+            "context_dim": 64,
+            "amp": False,
+            "lr": 6e-4,
+            "rollout_shrinkage": True,
+        },
         "targets": {"short": 0.7, "long": 1.0},
     },
     "gpu": {
         "data": "data/bench/cartpole-swingup-ar4-64px.hdf5",
         "img_size": 64,
         "steps": 6000,
-        "train": {"amp": True},
+        "train": {"amp": True, "rollout_shrinkage": True},
         "targets": {"short": 0.3, "long": 0.6},
     },
 }
@@ -110,8 +117,14 @@ def run_seed(profile: dict, args, seed: int, sets: dict) -> dict:
     train_s = time.perf_counter() - t0
     if result.status != "succeeded":
         raise SystemExit(f"seed {seed}: training {result.status}: {result.error}")
+    # Scored with shrinkage, which also scores the raw rollout: both are reported (aime_core/shrinkage.py).
     res = evaluate_checkpoint(
-        out_dir / "last.pt", horizon=HORIZON, context=CONTEXT, clips=CLIPS, device=args.device
+        out_dir / "last.pt",
+        horizon=HORIZON,
+        context=CONTEXT,
+        clips=CLIPS,
+        device=args.device,
+        shrinkage=True,
     )
     res.update(train_s=train_s, steps=result.steps)
     print(f"seed {seed}: {result.steps} steps in {train_s:.0f} s, recon PSNR {res['psnr']:.2f} dB, "
@@ -155,27 +168,37 @@ def main() -> None:
     def col(key: str, h: int) -> list[float]:
         return [r[key][h] for r in runs]
 
-    print(f"\n{'h':>4}{'model':>10}{'copy-last':>11}{'mean frame':>11}{'ratio':>14}{'moving ratio':>14}"
-          + (f"{'state ratio':>14}" if has_states else ""))  # fmt: skip
+    print(f"\n{'h':>4}{'raw model':>10}{'copy-last':>11}{'mean frame':>11}{'raw ratio':>14}{'moving ratio':>14}"
+          + (f"{'state ratio':>14}" if has_states else "") + f"{'a_h':>7}{'calibrated':>14}")  # fmt: skip
     for i, h in enumerate(H):
         mark = "*" if CONTEXT + h > runs[0]["video_length"] else " "
-        line = (f"{h:>3}{mark}{statistics.mean(col('rollout_mse', i)):>10.5f}"
+        line = (f"{h:>3}{mark}{statistics.mean(col('rollout_raw_mse', i)):>10.5f}"
                 f"{statistics.mean(col('copy_last_mse', i)):>11.5f}{statistics.mean(col('mean_frame_mse', i)):>11.5f}"
-                f"{mean_sd(col('ratio', i)):>14}{mean_sd(col('ratio_moving', i)):>14}")  # fmt: skip
+                f"{mean_sd(col('ratio_raw', i)):>14}{mean_sd(col('ratio_raw_moving', i)):>14}")  # fmt: skip
         if has_states:
             line += f"{mean_sd(col('state_ratio', i)):>14}"
+        line += f"{statistics.mean(col('shrinkage', i)):>7.2f}{mean_sd(col('ratio', i)):>14}"
         print(line)
+    raw = [statistics.mean(col("ratio_raw", i)) for i in range(len(H))]
     ratio = [statistics.mean(col("ratio", i)) for i in range(len(H))]
     psnrs = [r["psnr"] for r in runs]
-    short = max(ratio[:10])
-    longest = max(ratio)
     t = profile["targets"]
-    print("* = past the 10-frame training clips")
+    print("* = past the 10-frame training clips; raw = the rollout as the model makes it; calibrated = pulled toward "
+          "the mean frame by a_h, fitted per horizon on training clips (rollout_shrinkage)")  # fmt: skip
     print(f"reconstruction PSNR {mean_sd(psnrs)} dB (target >= {RECON_TARGET_DB}); "
           f"training {statistics.mean(r['train_s'] for r in runs):.0f} s per seed")  # fmt: skip
-    checks = [
-        (f"ratio <= {t['short']} at every h in 1-10", short <= t["short"], f"worst {short:.3f}"),
-        (f"ratio < {t['long']} at every h up to {HORIZON}", longest < t["long"], f"worst {longest:.3f}"),
+    checks = []
+    for name, values in (("raw", raw), ("calibrated", ratio)):
+        short, longest = max(values[:10]), max(values)
+        checks += [
+            (f"{name} ratio <= {t['short']} at every h in 1-10", short <= t["short"], f"worst {short:.3f}"),
+            (
+                f"{name} ratio < {t['long']} at every h up to {HORIZON}",
+                longest < t["long"],
+                f"worst {longest:.3f}",
+            ),
+        ]
+    checks += [
         (
             f"reconstruction >= {RECON_TARGET_DB} dB",
             min(psnrs) >= RECON_TARGET_DB,
@@ -192,19 +215,24 @@ def main() -> None:
             "overrides": sets,
             "horizon": H,
             "ratio": ratio,
+            "ratio_raw": raw,
+            "shrinkage": [statistics.mean(col("shrinkage", i)) for i in range(len(H))],
             "ratio_moving": [statistics.mean(col("ratio_moving", i)) for i in range(len(H))],
+            "ratio_raw_moving": [statistics.mean(col("ratio_raw_moving", i)) for i in range(len(H))],
             "ratio_per_seed": [r["ratio"] for r in runs],
+            "ratio_raw_per_seed": [r["ratio_raw"] for r in runs],
             "recon_psnr": psnrs,
             "rollout_mse": [statistics.mean(col("rollout_mse", i)) for i in range(len(H))],
+            "rollout_raw_mse": [statistics.mean(col("rollout_raw_mse", i)) for i in range(len(H))],
             "copy_last_mse": [statistics.mean(col("copy_last_mse", i)) for i in range(len(H))],
             "mean_frame_mse": [statistics.mean(col("mean_frame_mse", i)) for i in range(len(H))],
-            "targets_met": all(ok for _, ok, _ in checks),
+            "targets_met": {name: ok for name, ok, _ in checks},
         }
         if has_states:
             payload["state_ratio"] = [statistics.mean(col("state_ratio", i)) for i in range(len(H))]
         Path(args.json).write_text(json.dumps(payload, indent=1, allow_nan=True))
         print(f"wrote {args.json}")
-    if any(math.isnan(x) for x in ratio):
+    if any(math.isnan(x) for x in ratio + raw):
         raise SystemExit("a ratio is NaN")
 
 

@@ -35,6 +35,13 @@ def register(subparsers) -> None:
         metavar="N",
         help="predict the average of N rollouts that sample the prior (0: the run's rollout_samples)",
     )
+    p.add_argument(
+        "--shrinkage",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="calibrate the rollout toward the mean training frame per horizon, fitted on training clips, and "
+        "score the raw rollout alongside (default: the run's rollout_shrinkage)",
+    )
     p.add_argument("--video", default=None, metavar="MP4", help="also write truth | prediction | error")
     p.add_argument(
         "--states",
@@ -59,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             sample=args.sample,
             samples=args.samples,
+            shrinkage=args.shrinkage,
             video=args.video,
             states=args.states,
         )
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
 def format_result(res: dict) -> str:
     k, L = res["context_frames"], res["video_length"]
     states = "state_ratio" in res
+    calibrated = "shrinkage" in res
     lines = [
         f"{res['checkpoint']} (epoch {res['epoch']}, step {res['step']}) on {res['clips']} held-out clips of "
         f"{res['val_episodes']} episodes in {res['data']}",
@@ -83,7 +92,8 @@ def format_result(res: dict) -> str:
         "the better of copy-last and mean frame; moving = pixels whose training std > 0.02"
         + ("; state = linear probe on the physics state" if states else ""),
         "     h   model MSE  copy-last   mean frame   ratio  moving ratio"
-        + ("  state ratio" if states else ""),
+        + ("  state ratio" if states else "")
+        + ("  raw ratio  a_h" if calibrated else ""),
     ]
     for i, h in enumerate(res["horizon"]):
         mark = "*" if k + h > L else " "
@@ -91,7 +101,9 @@ def format_result(res: dict) -> str:
             f"  {h:3d}{mark}  {res['rollout_mse'][i]:9.5f}  {res['copy_last_mse'][i]:9.5f}  "
             f"{res['mean_frame_mse'][i]:10.5f}  {res['ratio'][i]:6.2f}  {res['ratio_moving'][i]:12.2f}"
         )
-        lines.append(line + (f"  {res['state_ratio'][i]:11.2f}" if states else ""))
+        line += f"  {res['state_ratio'][i]:11.2f}" if states else ""
+        line += f"  {res['ratio_raw'][i]:9.2f}  {res['shrinkage'][i]:.2f}" if calibrated else ""
+        lines.append(line)
     n = len(res["horizon"])
     wins = sum(r < 1 for r in res["ratio"])
     lines.append(
@@ -99,6 +111,12 @@ def format_result(res: dict) -> str:
         + (f", state {sum(res['state_ratio']) / n:.2f}" if states else "")
         + f"); model better than both baselines at {wins} of {n} horizon steps"
     )
+    if calibrated:
+        raw_wins = sum(r < 1 for r in res["ratio_raw"])
+        lines.append(
+            f"calibrated rollout (a_h fitted on training clips; ratio_raw = the rollout as the model made it): "
+            f"mean raw ratio {sum(res['ratio_raw']) / n:.2f}, raw better than both at {raw_wins} of {n} steps"
+        )
     if res.get("video"):
         lines.append(f"video: {res['video']}")
     return "\n".join(lines)

@@ -89,13 +89,21 @@ export class EvalPanel {
     const verdict = r === null ? null : h(r < 1 ? "b.good" : "b.bad", r < 1
       ? `model beats both baselines (mean ratio ${fmtNum(r)})`
       : `a trivial baseline is better (mean ratio ${fmtNum(r)})`);
+    // A calibrated run (rollout_shrinkage): the rollout is pulled toward the mean frame by a_h; the raw one is shown too.
+    const raw = e.shrinkage && { mse: e.rollout_raw_mse, mse_moving: e.rollout_raw_mse_moving }[m];
+    const rawRatio = raw && (m === "mse" ? e.ratio_raw : e.ratio_raw_moving);
+    const calibration = raw ? h("span.calibration", ` Calibrated rollout: pulled toward the mean frame by a_h per `
+      + `step (fitted on training clips; a_h from ${fmtNum(e.shrinkage[0])} to ${fmtNum(e.shrinkage.at(-1))}); `
+      + `the raw rollout's mean ratio is ${fmtNum(mean(rawRatio))}.`) : null;
     clear(this.summary, `Context ${e.context_frames} frames, ${e.clips} held-out clips; reconstruction MSE `,
       `${fmtNum(e.recon_mse)}, PSNR ${fmtNum(e.psnr)} dB, SSIM ${fmtNum(e.ssim)}. Ratio = rollout / the better of `,
-      "copy-last frame and mean training frame at each step: ", verdict ?? "higher PSNR is better.");
+      "copy-last frame and mean training frame at each step: ", verdict ?? "higher PSNR is better.", calibration);
     const traces = [
-      { x: H, y: model, name: "model rollout", mode: "lines+markers", line: { color: "#1f77b4", width: 2 } },
+      { x: H, y: model, name: raw ? "model rollout (calibrated)" : "model rollout", mode: "lines+markers", line: { color: "#1f77b4", width: 2 } },
       { x: H, y: copy, name: "copy-last frame", mode: "lines+markers", line: { color: "#888", dash: "dash" } },
     ];
+    if (raw) traces.push({ x: H, y: raw, name: "raw rollout (uncalibrated)", mode: "lines",
+      line: { color: "#1f77b4", dash: "dot", width: 1 } });
     if (meanFrame) traces.push({ x: H, y: meanFrame, name: m === "state" ? "mean training state" : "mean training frame",
       mode: "lines", line: { color: "#d62728", dash: "dot" } });
     // Only the chart waits for plotly; the numbers above are already there.

@@ -246,3 +246,18 @@ def test_notebook_history_is_a_dataframe_and_plots_with_plotly(stack, one_epoch)
     fig = px.line(df, x="step", y=["loss", "val/loss"], log_y=True, markers=True)  # the README's example
     assert {t.name for t in fig.data} == {"loss", "val/loss"}
     c.close()
+
+
+def test_a_calibrated_run_shows_the_raw_rollout_beside_the_calibrated_one(page, stack, shot):
+    (run,) = stack.launch(seed=12, overrides={"num_epochs": 1, "rollout_shrinkage": True})
+    stack.wait_status(run["id"], timeout=300)
+    page.goto(f"/runs/{run['id']}")
+    note = page.locator("#eval-panel .calibration")
+    note.wait_for()
+    assert re.search(r"pulled toward the mean frame by a_h .*the raw rollout's mean ratio is \d", note.inner_text())
+    page.wait_for_function(
+        "(document.getElementById('eval-chart')?.data || []).some((t) => t.name === 'raw rollout (uncalibrated)')"
+    )
+    names = page.evaluate("document.getElementById('eval-chart').data.map((t) => t.name)")
+    assert names[0] == "model rollout (calibrated)" and "mean training frame" in names, names
+    shot("run-calibrated-eval")
