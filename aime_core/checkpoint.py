@@ -55,6 +55,7 @@ def save(path: str | Path, trainer, config: dict[str, Any], extra: dict[str, Any
         "nan_skips": trainer.nan_skips,
         "best_val_loss": trainer.best_val_loss,
         "config": config,
+        **({"ema": trainer.ema} if getattr(trainer, "ema", None) is not None else {}),
         **(extra or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -162,6 +163,11 @@ def load(path: str | Path, map_location="cpu") -> dict[str, Any]:
     return state
 
 
+def eval_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights a checkpoint is evaluated with: the moving average where the run kept one, else the model's."""
+    return {**state["model"], **state.get("ema", {})}
+
+
 def restore(trainer, state: dict[str, Any]) -> None:
     """Put a trainer back exactly where the checkpoint stopped (the caller checks the model shapes first)."""
     trainer.raw_model.load_state_dict(state["model"])
@@ -174,4 +180,9 @@ def restore(trainer, state: dict[str, Any]) -> None:
         state["step"],
     )
     trainer.nan_skips, trainer.best_val_loss = state["nan_skips"], state["best_val_loss"]
+    # A checkpoint from before ema_decay was set starts the average from its weights.
+    if getattr(trainer, "ema", None) is not None:
+        source = state.get("ema") or state["model"]
+        for name, value in trainer.ema.items():
+            value.copy_(source[name])
     set_rng_state(state["rng"])

@@ -38,10 +38,11 @@ def load_model(path: str | Path, device: torch.device) -> tuple[AIME, TrainConfi
     if not isinstance(state, dict) or "model" not in state or "model_hparams" not in state:
         raise TrainError(f"{path} is not an AIME checkpoint (no model or model_hparams in it)")
     model = AIME(**state["model_hparams"]).to(device)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(ckpt.eval_state_dict(state))  # the moving average where the run kept one
     model.eval()
     cfg = from_dict(TrainConfig, state.get("config", {}))
-    return model, cfg, {"epoch": state.get("epoch"), "step": state.get("step")}
+    weights = "ema" if state.get("ema") else "raw"
+    return model, cfg, {"epoch": state.get("epoch"), "step": state.get("step"), "weights": weights}
 
 
 def evaluate_checkpoint(

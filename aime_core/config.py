@@ -165,6 +165,12 @@ class TrainConfig:
         "steps (num_epochs x steps per epoch) after the warm-up; 1 = constant. A run extended with --resume "
         "--num_epochs stretches the decay over the new total from where it is.",
     )
+    ema_decay: float = _f(
+        0.0,
+        "Keep an exponential moving average of the weights with this decay per step (e.g. 0.998; 0 = off) and "
+        "evaluate, validate, video and `aime evaluate` with it; training steps the raw weights. The average "
+        "warms up as min(decay, (1 + step) / (10 + step)), so early evaluations are not dragged toward the init.",
+    )
     weight_decay: float = _f(1e-4, "AdamW weight decay.")
     amp: bool = _f(False, "Mixed precision: bf16 where supported, fp16 with a grad scaler otherwise.")
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients are summed before one optimiser step.")
@@ -622,6 +628,8 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         raise ConfigError(
             "lr_final_ratio", f"must be between 0 and 1 (1 = constant lr), got {cfg.lr_final_ratio}"
         )
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError("ema_decay", f"must be in [0, 1) (0 = no moving average), got {cfg.ema_decay}")
     if not 0.0 <= cfg.kl_balance <= 1.0:
         raise ConfigError("kl_balance", f"must be between 0 and 1, got {cfg.kl_balance}")
     if cfg.overshoot_steps >= cfg.video_length:

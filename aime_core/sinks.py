@@ -111,9 +111,7 @@ class JsonlSink(Sink):
         )
 
     def event(self, kind, payload):
-        self._write(
-            {"type": "event", "kind": kind, "payload": _json_value(dict(payload))}
-        )
+        self._write({"type": "event", "kind": kind, "payload": _json_value(dict(payload))})
 
     def artifact(self, kind, path, step=None, meta=None):
         self._write(

@@ -321,13 +321,15 @@ class _Run:
         cfg, t = self.cfg, self.trainer
         t.epoch += 1
         t.batch_in_epoch = 0
-        val = t.val_loss(first_clips(self.val_data, cfg.eval_clips, cfg.batch_size))
+        with t.eval_weights():
+            val = t.val_loss(first_clips(self.val_data, cfg.eval_clips, cfg.batch_size))
         val_terms = {f"val/loss/{k}": v for k, v in t.val_terms.items()}  # the per-term breakdown
         self.sinks.metrics(
             t.step, {"epoch": t.epoch, "perf/epoch_time": epoch_time, "val/loss": val, **val_terms}, t.epoch
         )
         if t.epoch % cfg.eval_every == 0 or t.epoch == cfg.num_epochs:
-            self.run_eval()
+            with t.eval_weights():
+                self.run_eval()
         if t.epoch % cfg.save_every == 0:
             self.save(f"epoch_{t.epoch:04d}")
         improved = val is not None and (t.best_val_loss is None or val < t.best_val_loss)

@@ -109,6 +109,39 @@ class Trainer:
         self.batch_in_epoch = 0
         self.nan_skips = 0
         self.best_val_loss: float | None = None
+        # The moving average of the weights (ema_decay > 0), by parameter name; what evaluations use.
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.ema_decay > 0:
+            self.ema = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def update_ema(self) -> None:
+        """One step of the average. The decay warms up with the step count (as TensorFlow's moving average with
+        num_updates): an average over the first few hundred steps would otherwise remember the random init."""
+        if self.ema is None:
+            return
+        decay = min(self.cfg.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        params = dict(self.raw_model.named_parameters())
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.values()), [params[n].detach() for n in self.ema], 1.0 - decay)
+
+    @contextlib.contextmanager
+    def eval_weights(self):
+        """Inside: the model holds the averaged weights when there are any (evaluations, validation, videos,
+        checkpoints' `ema`); the raw ones are put back on leaving, bit for bit."""
+        if self.ema is None:
+            yield
+            return
+        params = dict(self.raw_model.named_parameters())
+        with torch.no_grad():
+            raw = {n: params[n].detach().clone() for n in self.ema}
+            for n, v in self.ema.items():
+                params[n].copy_(v)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, v in raw.items():
+                    params[n].copy_(v)
 
     def autocast(self):
         return autocast(self.device, self.dtype)
@@ -189,6 +222,7 @@ class Trainer:
         self.scaler.update()
         overflow = scale_before is not None and self.scaler.get_scale() < scale_before
         self.sched.step()
+        self.update_ema()
         if not log:
             return StepResult(float("nan"), {}, overflow=overflow)
         if self.device.type == "cuda":  # timing a logged step: wait for the device to finish it

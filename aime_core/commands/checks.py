@@ -250,7 +250,7 @@ def run_generation(args: argparse.Namespace) -> int:
             return fail(f"training {result.status}: {result.error}")
         state = ckpt.load(result.last_checkpoint)
         model = AIME(**state["model_hparams"])
-        model.load_state_dict(state["model"])
+        model.load_state_dict(ckpt.eval_state_dict(state))
         info = read_info(cfg.data_path)
         _, val = split_episodes(info["episodes"], cfg.val_fraction, cfg.seed)
         store = EpisodeStore.load(cfg.data_path, val)

@@ -85,7 +85,8 @@ def format_result(res: dict) -> str:
     states = "state_ratio" in res
     calibrated = "shrinkage" in res
     lines = [
-        f"{res['checkpoint']} (epoch {res['epoch']}, step {res['step']}) on {res['clips']} held-out clips of "
+        f"{res['checkpoint']} (epoch {res['epoch']}, step {res['step']}"
+        f"{', moving-average weights' if res.get('weights') == 'ema' else ''}) on {res['clips']} held-out clips of "
         f"{res['val_episodes']} episodes in {res['data']}",
         f"reconstruction: MSE {res['recon_mse']:.5f}, PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.3f}",
         f"open loop after {k} observed frames (training clips: {L} frames; * = past that length); ratio = model / "

@@ -203,7 +203,8 @@ class AIME(nn.Module):
             z = self.prior_latent(h, c_hat[:, :n].flatten(0, 1), sample=False)
             c_hat = self.dynamics.predict_context(h, z)
             target = x[:, d:].flatten(0, 1)
-            if self.overshoot_fraction < 1.0:  # decode a random share of the B*n predictions: same mean, cheaper
+            # Decode a random share of the B*n predictions: the same mean, cheaper.
+            if self.overshoot_fraction < 1.0:
                 rows = torch.randperm(h.shape[0], device=h.device)[
                     : max(1, round(self.overshoot_fraction * h.shape[0]))
                 ]

@@ -72,7 +72,9 @@ def test_on_its_fitting_clips_the_calibrated_rollout_beats_both_ends(clips_and_b
     plain = evaluate(model, iter(clips), K, False, no_amp, base)
     assert res["rollout_raw_mse"] == pytest.approx(plain["rollout_mse"], rel=1e-6)
     assert res["ratio_raw"] == pytest.approx(plain["ratio"], rel=1e-6)
-    for cal, raw, mean_frame in zip(res["rollout_mse"], res["rollout_raw_mse"], res["mean_frame_mse"], strict=True):
+    for cal, raw, mean_frame in zip(
+        res["rollout_mse"], res["rollout_raw_mse"], res["mean_frame_mse"], strict=True
+    ):
         assert cal <= min(raw, mean_frame) * (1 + 1e-5)
     assert res["shrinkage"] == alphas
     assert any(cal < raw * 0.99 for cal, raw in zip(res["rollout_mse"], res["rollout_raw_mse"], strict=True))
