@@ -106,7 +106,10 @@ def evaluate_checkpoint(
             f"{model.hparams['action_dim']}: a different environment"
         )
     calibrate = cfg.rollout_shrinkage if shrinkage is None else shrinkage
-    held_out = HeldOut(probe_store, store, stats, k, H, cfg.video_length, dev, shrinkage=calibrate)
+    try:
+        held_out = HeldOut(probe_store, store, stats, k, H, cfg.video_length, dev, shrinkage=calibrate)
+    except DataError as exc:
+        raise TrainError(str(exc)) from exc
     dtype = amp_dtype(dev, cfg.amp if amp is None else amp)
     mixed = functools.partial(autocast, dev, dtype)
     result = held_out.score(model, clips, cfg.batch_size, sample, mixed)

@@ -208,6 +208,7 @@ class HeldOut:
         device,
         shrinkage: bool = False,
     ):
+        from aime_core.data import DataError  # noqa: PLC0415 (data is heavier: h5py)
         from aime_core.loaders import ClipFeeder  # noqa: PLC0415 (loaders imports data, which is heavier)
 
         self.k, self.horizon = context, horizon
@@ -215,9 +216,15 @@ class HeldOut:
         self.baselines = Baselines.from_stats(*stats, device)
         self.shrink_clips = None
         if shrinkage:  # training clips as long as the scored ones, from the probe's training episodes
-            self.shrink_clips = ClipFeeder(
-                train_store.subset(PROBE_EPISODES), context + horizon, device, "always", 0, stride=1
-            )
+            try:
+                self.shrink_clips = ClipFeeder(
+                    train_store.subset(PROBE_EPISODES), context + horizon, device, "always", 0, stride=1
+                )
+            except DataError as exc:  # its words speak of video_length, which is not what is too long here
+                raise DataError(
+                    f"rollout_shrinkage is fitted on training clips of context + horizon = {context + horizon} "
+                    f"frames ({exc}); allowed: a shorter horizon, or no shrinkage"
+                ) from exc
         self.shrinkage: list[float] | None = None  # the a_h of the latest score
         self.probe_clips = None
         if val_store.states is not None and train_store.states is not None:

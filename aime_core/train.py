@@ -185,16 +185,19 @@ class _Run:
             )
         # Scored clips: k + horizon frames from every start frame (256 clips also in a small split).
         mean, std = train_store.frame_stats()
-        self.held_out = HeldOut(
-            train_store,
-            val_store,
-            (mean, std),
-            k,
-            horizon,
-            cfg.video_length,
-            self.device,
-            shrinkage=cfg.rollout_shrinkage,
-        )
+        try:
+            self.held_out = HeldOut(
+                train_store,
+                val_store,
+                (mean, std),
+                k,
+                horizon,
+                cfg.video_length,
+                self.device,
+                shrinkage=cfg.rollout_shrinkage,
+            )
+        except DataError as exc:
+            raise TrainError(str(exc)) from exc
         # Video clips run to twice the training length (or the eval horizon) where the episodes allow.
         self.video_len = min(max(2 * cfg.video_length, k + horizon), shortest)
         self.video_data = ClipFeeder(val_store, self.video_len, self.device, "always", 0)

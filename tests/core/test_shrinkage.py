@@ -133,3 +133,18 @@ def test_a_calibrated_run_scores_both_and_aime_evaluate_reproduces_it(synthetic_
     assert "raw better than both at" in out
     assert main(["evaluate", str(tmp_path / "last.pt"), "--device", "cpu", "--no-shrinkage"]) == 0
     assert "raw ratio" not in capsys.readouterr().out
+
+
+def test_a_horizon_longer_than_the_training_episodes_is_a_clear_error(synthetic_dataset, tmp_path):
+    from aime_core.data import DataError  # noqa: PLC0415
+    from aime_core.evaluate import HeldOut  # noqa: PLC0415
+
+    info = read_info(synthetic_dataset)
+    train_ids, val_ids = dataset_split(info, 0.1)
+    short = EpisodeStore.load(synthetic_dataset, train_ids)
+    short.observations = [o[:10] for o in short.observations]  # training episodes of 10 frames
+    val = EpisodeStore.load(synthetic_dataset, val_ids)
+    stats = short.frame_stats()
+    with pytest.raises(DataError, match="context \\+ horizon = 14 frames.*allowed: a shorter horizon"):
+        HeldOut(short, val, stats, 4, 10, 8, torch.device("cpu"), shrinkage=True)
+    assert HeldOut(short, val, stats, 4, 10, 8, torch.device("cpu")).shrink_clips is None
