@@ -122,7 +122,8 @@ class Trainer:
         decay = min(self.cfg.ema_decay, (1.0 + self.step) / (10.0 + self.step))
         params = dict(self.raw_model.named_parameters())
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema.values()), [params[n].detach() for n in self.ema], 1.0 - decay)
+            for name, average in self.ema.items():
+                average.lerp_(params[name], 1.0 - decay)
 
     @contextlib.contextmanager
     def eval_weights(self):
