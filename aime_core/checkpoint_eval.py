@@ -25,8 +25,11 @@ from aime_core.trainer import amp_dtype, autocast
 from aime_core.video import panel_frames, write_mp4
 
 
-def load_model(path: str | Path, device: torch.device) -> tuple[AIME, TrainConfig, dict]:
-    """The model of a checkpoint (eval mode), its run's config, and the checkpoint's epoch/step."""
+def load_model(
+    path: str | Path, device: torch.device, raw_weights: bool = False
+) -> tuple[AIME, TrainConfig, dict]:
+    """The model of a checkpoint (eval mode), its run's config, and the checkpoint's epoch/step and which weights
+    it holds: the moving average where the run kept one (`ema_decay`), unless `raw_weights`."""
     try:
         state = ckpt.load(path, map_location=device)
     except (FileNotFoundError, ckpt.CheckpointError) as exc:  # weights only: a pickle payload never runs
@@ -38,10 +41,10 @@ def load_model(path: str | Path, device: torch.device) -> tuple[AIME, TrainConfi
     if not isinstance(state, dict) or "model" not in state or "model_hparams" not in state:
         raise TrainError(f"{path} is not an AIME checkpoint (no model or model_hparams in it)")
     model = AIME(**state["model_hparams"]).to(device)
-    model.load_state_dict(ckpt.eval_state_dict(state))  # the moving average where the run kept one
+    weights = "ema" if state.get("ema") and not raw_weights else "raw"
+    model.load_state_dict(ckpt.eval_state_dict(state) if weights == "ema" else state["model"])
     model.eval()
     cfg = from_dict(TrainConfig, state.get("config", {}))
-    weights = "ema" if state.get("ema") else "raw"
     return model, cfg, {"epoch": state.get("epoch"), "step": state.get("step"), "weights": weights}
 
 
@@ -56,6 +59,7 @@ def evaluate_checkpoint(
     sample: bool = False,
     samples: int = 0,
     shrinkage: bool | None = None,
+    raw_weights: bool = False,
     amp: bool | None = None,
     video: str | Path | None = None,
     video_clips: int = 4,
@@ -66,9 +70,10 @@ def evaluate_checkpoint(
     evaluation returns them, plus where the result came from. 0 for `context`/`horizon`/`clips` means the
     run's own setting, and for `samples` (the average of that many sampled rollouts) the run's `rollout_samples`.
     `states=True` makes a dataset without physics states an error instead of skipping them. `shrinkage` (None:
-    the run's rollout_shrinkage) calibrates the rollouts toward the mean frame (aime_core/shrinkage.py)."""
+    the run's rollout_shrinkage) calibrates the rollouts toward the mean frame (aime_core/shrinkage.py).
+    `raw_weights` scores a run's trained weights instead of their moving average (`ema_decay`)."""
     dev = pick_device(device)
-    model, cfg, where = load_model(path, dev)
+    model, cfg, where = load_model(path, dev, raw_weights)
     data_path = data or cfg.data_path or ""
     if not data_path or not Path(data_path).exists():
         raise TrainError(f"dataset {data_path} does not exist (the checkpoint's data path); pass --data PATH")

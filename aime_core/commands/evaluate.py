@@ -42,6 +42,11 @@ def register(subparsers) -> None:
         help="calibrate the rollout toward the mean training frame per horizon, fitted on training clips, and "
         "score the raw rollout alongside (default: the run's rollout_shrinkage)",
     )
+    p.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="score the trained weights, not their moving average (runs with ema_decay keep both)",
+    )
     p.add_argument("--video", default=None, metavar="MP4", help="also write truth | prediction | error")
     p.add_argument(
         "--states",
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             sample=args.sample,
             samples=args.samples,
             shrinkage=args.shrinkage,
+            raw_weights=args.raw_weights,
             video=args.video,
             states=args.states,
         )

@@ -7,6 +7,7 @@ import torch
 
 from aime_core import checkpoint as ckpt
 from aime_core.checkpoint_eval import evaluate_checkpoint, load_model
+from aime_core.cli import main
 from aime_core.config import ConfigError, resolve_train
 from aime_core.data import EpisodeStore, GpuClipSampler
 from aime_core.model import AIME
@@ -55,7 +56,7 @@ class Evals(Sink):
             self.evals.append(dict(payload))
 
 
-def test_a_run_evaluates_saves_and_resumes_with_its_average(synthetic_dataset, tmp_path):
+def test_a_run_evaluates_saves_and_resumes_with_its_average(synthetic_dataset, tmp_path, capsys):
     sink = Evals()
     full = train(cfg_for(synthetic_dataset, tmp_path / "full", num_epochs=3, ema_decay=0.9), sink)
     assert full.status == "succeeded"
@@ -69,6 +70,12 @@ def test_a_run_evaluates_saves_and_resumes_with_its_average(synthetic_dataset, t
     model, _, _ = load_model(tmp_path / "full" / "last.pt", torch.device("cpu"))
     name, value = next(iter(state["ema"].items()))
     assert torch.equal(model.state_dict()[name], value) and not torch.equal(value, state["model"][name])
+    raw, _, where = load_model(tmp_path / "full" / "last.pt", torch.device("cpu"), raw_weights=True)
+    assert where["weights"] == "raw" and torch.equal(raw.state_dict()[name], state["model"][name])
+    assert main(["evaluate", str(tmp_path / "full" / "last.pt"), "--device", "cpu", "--raw-weights"]) == 0
+    assert "moving-average weights" not in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "full" / "last.pt"), "--device", "cpu"]) == 0
+    assert "step 15, moving-average weights)" in capsys.readouterr().out
 
     # Stopped after one epoch and resumed: the average continues exactly where it was.
     assert (
