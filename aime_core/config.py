@@ -289,6 +289,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 1400 took: worst ratio h <= 10 0.70 -> 0.645, h <= 30 0.99, reconstruction 34.9 -> 37.0 dB (README).
         overshoot_fraction=0.33,
         recon_std=0.15,
+        # Evaluate with a moving average of the weights: on the cpu benchmark (3640 steps, seed 1, the same run)
+        # reconstruction 37.96 -> 38.97 dB, worst ratio h <= 10 0.74 -> 0.66, h = 30 unchanged (0.996 -> 1.005);
+        # decays 0.99 / 0.998 within 0.1 dB. Training is unchanged.
+        ema_decay=0.995,
         latent_dim=18,
         hidden_dim=256,
         context_dim=128,
@@ -365,6 +369,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # debug preset, its tests and `aime test-synthetic` behave the same in every tier.
         recon_std=0.3,
         overshoot_fraction=1.0,
+        ema_decay=0.0,
         save_every=1,
         eval_every=1,
         log_every=1,

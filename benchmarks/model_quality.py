@@ -8,15 +8,18 @@ better baseline at each horizon (below 1: better than doing nothing clever).
 
 Profiles:
   cpu  32 px frames, a reduced tier-1 model (hidden 128, context 64, lr 6e-4; the tier-1 losses: overshooting 9
-       with a third of its predictions scored per step, recon_std 0.15), 2400 steps of batch 16. Time per seed
-       on this 2-core machine, idle otherwise: 882 s of training with both cores (2026-12-02), ~16.5 minutes with
-       the scoring; 1336 s on one core (`taskset -c 1`, OMP_NUM_THREADS=1). On a slow day (2026-12-01 evening)
-       everything here ran ~1.8x slower. Plus ~4-7 minutes to collect the data the first time. One seed by
+       with a third of its predictions scored per step, recon_std 0.15; tier 1's moving average of the weights,
+       ema_decay 0.995), 3600 steps of batch 16. Time per seed on this 2-core machine, idle otherwise: 902 s of
+       training with both cores (2026-12-02), ~16 minutes with the scoring; on a slow day (2026-12-01 evening)
+       everything here ran ~1.8x slower. Plus ~1.5-7 minutes to collect the data the first time. One seed by
        default; --seeds 0 1 2 takes three times as long. Targets: ratio <= 0.7 at every h in 1-10 and < 1.0 at
        every h up to 30.
-  gpu  the full tier-1 config (64 px, hidden 256, the tier-1 losses) for 6000 steps, AMP; written to fit in 8
-       minutes on an H100-class GPU (never run: no GPU has been lent to this project yet). Targets: ratio <= 0.3
-       at h <= 10, <= 0.6 at h = 30. Reconstruction >= 38 dB in both.
+  gpu  the full tier-1 config (64 px, hidden 256, the tier-1 losses, ema_decay 0.995) for 6000 steps, AMP; written
+       to fit in 8 minutes on an H100-class GPU (never run: no GPU has been lent to this project yet). Targets:
+       ratio <= 0.3 at h <= 10, <= 0.6 at h = 30. Reconstruction >= 38 dB in both.
+
+Both the raw rollout and the calibrated one (rollout_shrinkage: pulled toward the mean frame by a_h, fitted per
+horizon on training clips) are scored and checked against the targets; see aime_core/shrinkage.py.
 
     .venv/bin/python benchmarks/model_quality.py --profile cpu
     .venv/bin/python benchmarks/model_quality.py --profile cpu --seeds 0 1 2 --json quality.json
@@ -157,7 +160,7 @@ def main() -> None:
     print(f"profile {args.profile}: {profile['train']} {sets or ''}; {args.steps} steps; seeds {args.seeds}; "
           f"score: {CONTEXT} observed frames, {HORIZON} open-loop steps, {CLIPS} held-out clips", flush=True)  # fmt: skip
     if args.profile == "cpu" and len(args.seeds) < 3:
-        print("  (fewer than 3 seeds: one seed takes ~16.5 minutes with both cores of an idle 2-core machine, about "
+        print("  (fewer than 3 seeds: one seed takes ~16 minutes with both cores of an idle 2-core machine, about "
               "twice that on a slow day; --seeds 0 1 2 for the spread)", flush=True)  # fmt: skip
     ensure_data(profile["data"], profile["img_size"])
     runs = [run_seed(profile, args, seed, sets) for seed in args.seeds]
