@@ -19,7 +19,6 @@ from aime_core.data import DataError, EpisodeStore, dataset_split, file_frame_st
 from aime_core.evaluate import PROBE_EPISODES, HeldOut
 from aime_core.loaders import ClipFeeder, first_clips
 from aime_core.model.aime import AIME
-from aime_core.shrinkage import apply_shrinkage
 from aime_core.train import TrainError, pick_device
 from aime_core.trainer import amp_dtype, autocast
 from aime_core.video import panel_frames, write_mp4
@@ -124,9 +123,7 @@ def evaluate_checkpoint(
         frames, actions = next(first_clips(feeder, video_clips, video_clips))
         with torch.no_grad(), mixed():
             pred = model.generate(frames[:, :k], actions, k, sample=sample)
-        if held_out.shrinkage is not None:
-            pred = apply_shrinkage(pred.float(), k, held_out.baselines.mean_frame, held_out.shrinkage)
-        grid = panel_frames(frames.float() / 255, pred.float(), k, cfg.video_length)
+        grid = panel_frames(frames.float() / 255, held_out.calibrated(pred, k).float(), k, cfg.video_length)
         result["video"] = write_mp4(video, grid)
     result.update(
         checkpoint=str(path),

@@ -232,6 +232,12 @@ class HeldOut:
                 train_store.subset(PROBE_EPISODES), video_length, device, "always", 0
             )
 
+    def calibrated(self, frames: torch.Tensor, context_frames: int) -> torch.Tensor:
+        """A rollout's frames as the latest score judged them: shrunk by its a_h when there are any (videos)."""
+        if self.shrinkage is None:
+            return frames
+        return apply_shrinkage(frames.float(), context_frames, self.baselines.mean_frame, self.shrinkage)
+
     def score(self, model, clips: int, batch_size: int, sample: bool, autocast) -> dict:
         from aime_core.loaders import first_clips  # noqa: PLC0415
         from aime_core.probe import StateProbe, score_states  # noqa: PLC0415

@@ -20,7 +20,6 @@ from aime_core.evaluate import HeldOut, eval_metrics
 from aime_core.loaders import ClipFeeder, first_clips
 from aime_core.model import AIME
 from aime_core.nan_guard import NonFinite, dump
-from aime_core.shrinkage import apply_shrinkage
 from aime_core.sinks import JsonlSink, MultiSink, ShouldStop, Sink, maybe_wandb, never_stop
 from aime_core.trainer import Trainer
 from aime_core.video import panel_frames, write_mp4
@@ -354,9 +353,7 @@ class _Run:
                 pred = t.raw_model.generate(
                     frames[:, : self.context_frames], actions, self.context_frames, sample=cfg.rollout_sample
                 )
-            if self.held_out.shrinkage is not None:  # the video shows what was scored
-                mean_frame = self.held_out.baselines.mean_frame
-                pred = apply_shrinkage(pred.float(), self.context_frames, mean_frame, self.held_out.shrinkage)
+            pred = self.held_out.calibrated(pred, self.context_frames)  # the video shows what was scored
             grid = panel_frames(frames.float() / 255, pred.float(), self.context_frames, cfg.video_length)
             video = write_mp4(self.run_dir / "videos" / f"eval_epoch_{t.epoch:04d}.mp4", grid)
             self.sinks.artifact("video", video, t.step, {"epoch": t.epoch})
