@@ -197,6 +197,25 @@ class TrainConfig:
         "this many steps and score the decoded frames against the true ones (trains what generation does; 0 "
         "= off, 1 = one-step prior prediction).",
     )
+    overshoot_past_clip: int = _f(
+        0,
+        "Frames after each training clip, from its episode, that overshooting also scores: the open-loop "
+        "predictions started in the clip run on past its end (up to overshoot_steps deep, which may then reach "
+        "video_length - 1 + this), so the model is trained for the horizons generation runs to. Targets only: the "
+        "encoder, posterior and context still see video_length frames; frames past an episode's end are not "
+        "scored. 0 = overshoot within the clip.",
+    )
+    overshoot_past_starts: int = _f(
+        2,
+        "Start frames per step (drawn at random, the same for the whole batch) whose open loop overshoot_past_clip "
+        "runs past the clip; the dynamics run for each of them at every depth, so this sets the cost.",
+    )
+    overshoot_past_fraction: float = _f(
+        0.5,
+        "Share of the predictions past the clip (overshoot_past_clip) that are decoded and scored each step, "
+        "drawn at random. Every scored prediction, inside the clip or past it, weighs the same in the "
+        "overshooting term, so with overshoot_fraction this sets both the cost and each part's weight.",
+    )
     overshoot_weight: float = _f(
         1.0, "Weight of the overshooting term relative to the one-step reconstruction term."
     )
@@ -621,6 +640,8 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         "video_clips",
         "inject_nan_step",
         "overshoot_steps",
+        "overshoot_past_clip",
+        "overshoot_past_starts",
         "overshoot_weight",
     ):
         if getattr(cfg, name) < 0:
@@ -628,6 +649,11 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
     if not 0.0 < cfg.overshoot_fraction <= 1.0:
         raise ConfigError(
             "overshoot_fraction", f"must be in (0, 1] (1 = every prediction), got {cfg.overshoot_fraction}"
+        )
+    if not 0.0 < cfg.overshoot_past_fraction <= 1.0:
+        raise ConfigError(
+            "overshoot_past_fraction",
+            f"must be in (0, 1] (1 = every prediction), got {cfg.overshoot_past_fraction}",
         )
     if not 0.0 <= cfg.lr_final_ratio <= 1.0:
         raise ConfigError(
@@ -637,10 +663,13 @@ def validate(cfg: CollectConfig | TrainConfig) -> None:
         raise ConfigError("ema_decay", f"must be in [0, 1) (0 = no moving average), got {cfg.ema_decay}")
     if not 0.0 <= cfg.kl_balance <= 1.0:
         raise ConfigError("kl_balance", f"must be between 0 and 1, got {cfg.kl_balance}")
-    if cfg.overshoot_steps >= cfg.video_length:
+    deepest = cfg.video_length - 1 + cfg.overshoot_past_clip  # from the clip's first frame to its last target
+    if cfg.overshoot_steps > deepest:
+        past = f" + overshoot_past_clip {cfg.overshoot_past_clip}" if cfg.overshoot_past_clip else ""
         raise ConfigError(
             "overshoot_steps",
-            f"must be below video_length ({cfg.video_length}): 0 to {cfg.video_length - 1}, got {cfg.overshoot_steps}",
+            f"must be below video_length ({cfg.video_length}){past}: 0 to {deepest}, got {cfg.overshoot_steps}"
+            + ("" if cfg.overshoot_past_clip else " (overshoot_past_clip scores frames past the clip)"),
         )
     if cfg.rollout_latent not in ROLLOUT_LATENTS:
         raise ConfigError(

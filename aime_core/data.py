@@ -168,44 +168,67 @@ def _clip_grid(store: EpisodeStore, video_length: int, stride: int | None) -> li
     return grid
 
 
-class ClipDataset(torch.utils.data.Dataset):
-    """Fixed-length clips on the CPU: (frames uint8 [T,3,H,W], actions float32 [T,A])."""
+def _past_clip_frames(
+    start: int, length: int, past: int, episode_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices in the episode of a clip and the `past` frames after it, clamped to the episode's last frame,
+    and which of them exist (valid)."""
+    steps = start + np.arange(length + past)
+    return np.minimum(steps, episode_length - 1), steps < episode_length
 
-    def __init__(self, store: EpisodeStore, video_length: int, stride: int | None = None):
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Fixed-length clips on the CPU: (frames uint8 [T,3,H,W], actions float32 [T,A]); with `past` > 0 each clip
+    runs on for `past` frames of its episode (targets for overshoot_past_clip) and a third item, valid bool [T],
+    marks those that exist (False past the episode's end, where the last frame is repeated)."""
+
+    def __init__(self, store: EpisodeStore, video_length: int, stride: int | None = None, past: int = 0):
         self.store = store
         self.video_length = video_length
+        self.past = past
         self.grid = _clip_grid(store, video_length, stride)
 
     def __len__(self) -> int:
         return len(self.grid)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         k, s = self.grid[i]
         T = self.video_length
+        if self.past:
+            idx, valid = _past_clip_frames(s, T, self.past, len(self.store.observations[k]))
+            frames = torch.from_numpy(self.store.observations[k][idx])  # fancy indexing copies: contiguous
+            actions = torch.from_numpy(self.store.actions[k][idx])
+            return frames.permute(0, 3, 1, 2).contiguous(), actions, torch.from_numpy(valid)
         frames = torch.from_numpy(np.ascontiguousarray(self.store.observations[k][s : s + T]))  # [T,H,W,3]
         actions = torch.from_numpy(np.ascontiguousarray(self.store.actions[k][s : s + T]))  # [T,A]
         return frames.permute(0, 3, 1, 2).contiguous(), actions
 
 
 class GpuClipSampler:
-    """Every frame on `device` as uint8 [N,3,H,W]; batches are gathered on the device by index arithmetic."""
+    """Every frame on `device` as uint8 [N,3,H,W]; batches are gathered on the device by index arithmetic.
+    With `past` > 0 each clip runs on for `past` frames of its episode, as in ClipDataset."""
 
-    def __init__(self, store: EpisodeStore, video_length: int, device, stride: int | None = None):
+    def __init__(
+        self, store: EpisodeStore, video_length: int, device, stride: int | None = None, past: int = 0
+    ):
         self.device = torch.device(device)
         self.video_length = video_length
+        self.past = past
         grid = _clip_grid(store, video_length, stride)
         offsets = np.cumsum([0] + [len(o) for o in store.observations])  # episode k starts at offsets[k]
         frames = np.concatenate(store.observations)  # [N,H,W,3]
         self.frames = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).contiguous()  # [N,3,H,W]
         self.actions = torch.from_numpy(np.concatenate(store.actions)).to(self.device)  # [N,A]
         self.starts = torch.tensor([offsets[k] + s for k, s in grid], dtype=torch.long, device=self.device)
+        # The last frame of each clip's episode: frames past it are clamped there and marked invalid.
+        self.ends = torch.tensor([offsets[k + 1] - 1 for k, _ in grid], dtype=torch.long, device=self.device)
         # Physics states [N,S] aligned with the frames, when the file has them (for state-space scoring).
         self.states = (
             torch.from_numpy(np.concatenate(store.states)).to(self.device)
             if store.states is not None
             else None
         )
-        self._steps = torch.arange(video_length, device=self.device)  # [T]
+        self._steps = torch.arange(video_length + past, device=self.device)  # [T]
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -219,9 +242,10 @@ class GpuClipSampler:
         with_states: bool = False,
     ) -> Iterator[tuple[torch.Tensor, ...]]:
         """Batches of (frames uint8 [B,T,3,H,W], actions float32 [B,T,A]), all on the device; with_states adds
-        the physics states float32 [B,T,S]."""
+        the physics states float32 [B,T,S]; with `past` frames, a third item valid bool [B,T] instead."""
         if with_states and self.states is None:
             raise DataError("this dataset has no physics states (collected before they were stored)")
+        assert not (with_states and self.past), "states are served for plain clips only"
         n = len(self.starts)
         # The permutation is drawn on the CPU so a CPU generator gives the same order on every device.
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -231,7 +255,10 @@ class GpuClipSampler:
             if drop_last and len(idx) < batch_size:
                 break
             rows = self.starts[idx][:, None] + self._steps[None, :]  # [B,T] global frame indices
-            if with_states:
+            if self.past:
+                ends = self.ends[idx][:, None]
+                yield self.frames[rows.minimum(ends)], self.actions[rows.minimum(ends)], rows <= ends
+            elif with_states:
                 yield self.frames[rows], self.actions[rows], self.states[rows]
             else:
                 yield self.frames[rows], self.actions[rows]

@@ -20,8 +20,10 @@ class ClipFeeder:
         mode: str,
         workers: int,
         stride: int | None = None,
+        past: int = 0,
     ):
-        """stride: frames between clip starts (default video_length: disjoint clips; 1: every position)."""
+        """stride: frames between clip starts (default video_length: disjoint clips; 1: every position).
+        past: frames after each clip served with it, and a third item valid [B,T] (overshoot_past_clip)."""
         self.device = device
         on_device = mode == "always" or (
             mode == "auto" and (device.type == "cpu" or GpuClipSampler.fits(store, device))
@@ -29,10 +31,10 @@ class ClipFeeder:
         # On the CPU the frames are in RAM either way: cutting clips by index beats DataLoader workers.
         self.kind = "device" if on_device else "dataloader"
         if on_device:
-            self.sampler = GpuClipSampler(store, video_length, device, stride)
+            self.sampler = GpuClipSampler(store, video_length, device, stride, past)
             self.num_clips = len(self.sampler)
         else:
-            self.dataset = ClipDataset(store, video_length, stride)
+            self.dataset = ClipDataset(store, video_length, stride, past)
             self.workers = workers
             self.num_clips = len(self.dataset)
 
@@ -47,7 +49,8 @@ class ClipFeeder:
         self, batch_size: int, seed: int, epoch: int, shuffle=True, drop_last=True, with_states=False
     ) -> Iterator:
         """(frames uint8 [B,T,3,H,W], actions [B,T,A]) on the device; full batches only with drop_last.
-        with_states (device-held data only) adds the physics states [B,T,S]."""
+        with_states (device-held data only) adds the physics states [B,T,S]; a feeder with `past` frames adds
+        valid [B,T] instead."""
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         drop_last = drop_last and self.num_clips >= batch_size
         if self.kind == "device":
@@ -66,8 +69,8 @@ class ClipFeeder:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        for frames, actions in loader:
-            yield frames.to(self.device, non_blocking=True), actions.to(self.device, non_blocking=True)
+        for batch in loader:
+            yield tuple(t.to(self.device, non_blocking=True) for t in batch)
 
 
 def first_clips(feeder: ClipFeeder, n: int, batch_size: int, with_states: bool = False) -> Iterator:

@@ -75,7 +75,7 @@ def dump(path: str | Path, report: NonFinite, batches, model: torch.nn.Module) -
     torch.save(
         {
             "report": report.alert(),
-            "batches": [(f.cpu(), a.cpu()) for f, a in batches],
+            "batches": [tuple(t.cpu() for t in batch) for batch in batches],
             "model": model.state_dict(),
             "model_hparams": getattr(model, "hparams", None),
         },

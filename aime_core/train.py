@@ -163,10 +163,12 @@ class _Run:
         train_store = EpisodeStore.load(cfg.data_path, train_ids)
         val_store = EpisodeStore.load(cfg.data_path, val_ids or train_ids[:1])
         try:
+            # With overshoot_past_clip each clip comes with the frames after it (overshooting's targets).
+            past = cfg.overshoot_past_clip
             self.train_data = ClipFeeder(
-                train_store, cfg.video_length, self.device, cfg.data_on_gpu, cfg.num_workers
+                train_store, cfg.video_length, self.device, cfg.data_on_gpu, cfg.num_workers, past=past
             )
-            self.val_data = ClipFeeder(val_store, cfg.video_length, self.device, "always", 0)
+            self.val_data = ClipFeeder(val_store, cfg.video_length, self.device, "always", 0, past=past)
         except DataError as exc:
             raise TrainError(str(exc)) from exc
         k = cfg.rollout_context or cfg.video_length // 2

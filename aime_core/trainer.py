@@ -147,6 +147,13 @@ class Trainer:
     def autocast(self):
         return autocast(self.device, self.dtype)
 
+    def past_clip(self, batch: tuple[torch.Tensor, ...]) -> dict:
+        """The model's arguments for a batch that runs past its clips (frames, actions, valid): the clip is the
+        first video_length frames, the rest overshooting's targets."""
+        if len(batch) < 3:
+            return {}
+        return {"observed": self.cfg.video_length, "valid": batch[2]}
+
     def beta(self, step: int | None = None) -> float:
         step = self.step if step is None else step
         warm = self.cfg.beta_warmup_steps
@@ -154,7 +161,7 @@ class Trainer:
 
     def train_step(
         self,
-        micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+        micro_batches: list[tuple[torch.Tensor, ...]],
         inject_nan: str | None = None,
         log: bool = True,
     ):
@@ -173,11 +180,13 @@ class Trainer:
         sums = {k: torch.zeros((), device=self.device) for k in LOSS_TERMS}
         total = torch.zeros((), device=self.device)
         log_pis = []
-        for i, (frames, actions) in enumerate(micro_batches):
+        for i, batch in enumerate(micro_batches):
+            frames, actions = batch[:2]
             with self.autocast():
                 loss, terms, log_pi = self.model(
                     frames,
                     actions,
+                    **self.past_clip(batch),
                     beta=beta,
                     context_weight=self.cfg.context_pred_weight,
                     free_nats=self.cfg.free_nats,
@@ -229,7 +238,7 @@ class Trainer:
         if self.device.type == "cuda":  # timing a logged step: wait for the device to finish it
             torch.cuda.synchronize(self.device)
         step_time = time.perf_counter() - t0
-        clips = sum(len(f) for f, _ in micro_batches)
+        clips = sum(len(batch[0]) for batch in micro_batches)
         loss_values = torch.stack([total, *sums.values(), grad_norm]).tolist()
         values = {
             "loss": loss_values[0],
@@ -254,11 +263,13 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         self.val_terms = {k: 0.0 for k in LOSS_TERMS}
-        for frames, actions in batches:
+        for batch in batches:
+            frames, actions = batch[:2]
             with self.autocast():
                 loss, terms, _ = self.model(
                     frames,
                     actions,
+                    **self.past_clip(batch),
                     beta=self.cfg.kl_beta,
                     context_weight=self.cfg.context_pred_weight,
                     free_nats=self.cfg.free_nats,
