@@ -164,7 +164,7 @@ class _Run:
         val_store = EpisodeStore.load(cfg.data_path, val_ids or train_ids[:1])
         try:
             # With overshoot_past_clip each clip comes with the frames after it (overshooting's targets).
-            past = cfg.overshoot_past_clip
+            past = cfg.overshoot_past_clip if cfg.overshoot_steps else 0
             self.train_data = ClipFeeder(
                 train_store, cfg.video_length, self.device, cfg.data_on_gpu, cfg.num_workers, past=past
             )
