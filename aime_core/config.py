@@ -195,7 +195,8 @@ class TrainConfig:
         2,
         "Observation overshooting: from every step of a clip, run the prior and the dynamics open loop for up to "
         "this many steps and score the decoded frames against the true ones (trains what generation does; 0 "
-        "= off, 1 = one-step prior prediction).",
+        "= off, 1 = one-step prior prediction). Inside the clip at most video_length - 1; deeper with "
+        "overshoot_past_clip.",
     )
     overshoot_past_clip: int = _f(
         0,
