@@ -257,7 +257,8 @@ class GpuClipSampler:
             rows = self.starts[idx][:, None] + self._steps[None, :]  # [B,T] global frame indices
             if self.past:
                 ends = self.ends[idx][:, None]
-                yield self.frames[rows.minimum(ends)], self.actions[rows.minimum(ends)], rows <= ends
+                clamped = rows.minimum(ends)  # past the episode's end: its last frame, marked invalid
+                yield self.frames[clamped], self.actions[clamped], rows <= ends
             elif with_states:
                 yield self.frames[rows], self.actions[rows], self.states[rows]
             else:
