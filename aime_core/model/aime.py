@@ -208,7 +208,9 @@ class AIME(nn.Module):
         total, count = self._overshoot_inside(obs, actions[:, :T_obs], x[:, :T_obs], min(steps, T_obs - 1))
         if x.shape[1] > T_obs and self.overshoot_past_starts:
             past_total, past_count = self._overshoot_past(obs, actions, x, steps, valid)
-            total, count = total + past_total, (count + past_count).clamp_min(1.0)
+            total, count = total + past_total, count + past_count
+        if torch.is_tensor(count):  # weighted: every picked target may have been past its episode's end
+            count = count.clamp_min(1.0)
         return self.recon_scale * total / count
 
     def _decoded_rows(self, rows: int, fraction: float, device) -> torch.Tensor | None:

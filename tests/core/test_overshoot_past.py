@@ -126,6 +126,24 @@ def test_overshooting_past_the_clip_trains_the_open_loop_with_a_few_random_start
                 assert p.grad is not None and torch.isfinite(p.grad).all(), (name, pname)
 
 
+def test_past_starts_whose_open_loop_never_leaves_the_clip_score_nothing_extra():
+    """overshoot_steps short of the clip's end: a start early in the clip never reaches past it, so that step
+    scores only the within-clip pairs (and never divides by zero)."""
+    g = torch.Generator().manual_seed(5)
+    frames = torch.randint(0, 256, (2, T + PAST, 3, 32, 32), dtype=torch.uint8, generator=g)
+    actions = torch.rand(2, T + PAST, 2, generator=g) * 2 - 1
+    valid = torch.ones(2, T + PAST, dtype=torch.bool)
+    model = debug_model(overshoot_steps=2, overshoot_past_starts=1, overshoot_past_fraction=1.0)
+    model.overshoot_fraction = 1.0
+    inside = model(frames[:, :T], actions[:, :T])[1]["overshoot"]
+    values = []
+    for seed in range(12):  # the one start is drawn at random: some draws stay inside the clip
+        torch.manual_seed(seed)
+        values.append(model(frames, actions, observed=T, valid=valid)[1]["overshoot"].detach())
+    assert all(torch.isfinite(v) for v in values)
+    assert any(torch.isclose(v, inside) for v in values) and not all(torch.isclose(v, inside) for v in values)
+
+
 class Losses(Sink):
     def __init__(self):
         self.rows, self.evals = [], []
