@@ -142,6 +142,11 @@ export async function mount(root, { query }) {
     count.textContent = state.total > runs.length ? `newest ${runs.length} of ${state.total} runs (filter to narrow)`
       : `${runs.length} run${runs.length === 1 ? "" : "s"}`;
     const anyFilter = Object.values(state.filters).some(Boolean);
+    // An empty state already on screen is left as it is: rebuilding it (every reload finds the list still empty)
+    // would drop the keyboard focus from its button.
+    const shown = !runs.length ? (anyFilter ? "no-match" : "no-runs") : "table";
+    if (shown !== "table" && body.dataset.shown === shown) return;
+    body.dataset.shown = shown;
     if (!runs.length && !anyFilter) {
       clear(body, emptyState("No runs yet",
         h("p", "Start with a tiny synthetic training run: it needs no dataset and finishes in seconds on a CPU. ",
