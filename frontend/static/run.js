@@ -345,8 +345,11 @@ export async function mount(root, { params }) {
           }
         }).catch(() => {});
       }
-      // A status change in that gap (a queued run that started) would be missed: read the run again.
+      // A status change in that gap (a queued run that started) would be missed: read the run again; the same
+      // for an alert raised between the first fetch of the alerts and now (its banner would never show).
       reloadRun();
+      loadAlerts().catch(() => {});
+      reloadLog();
     },
     status: () => {
       reloadRun();
