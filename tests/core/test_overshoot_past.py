@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_quality import Metrics  # tests/core is on the path (pytest's default import mode)
 
 from aime_core.config import ConfigError, resolve_train
 from aime_core.data import ClipDataset, EpisodeStore, GpuClipSampler, dataset_split, read_info
 from aime_core.model import AIME
 from aime_core.model.aime import as_float
-from aime_core.sinks import Sink
 from aime_core.train import train
 
 T, PAST = 6, 9  # the debug preset's clips, and 9 frames after each
@@ -144,24 +144,11 @@ def test_past_starts_whose_open_loop_never_leaves_the_clip_score_nothing_extra()
     assert any(torch.isclose(v, inside) for v in values) and not all(torch.isclose(v, inside) for v in values)
 
 
-class Losses(Sink):
-    def __init__(self):
-        self.rows, self.evals = [], []
-
-    def metrics(self, step, values, epoch=None):
-        if "loss/overshoot" in values:
-            self.rows.append(values)
-
-    def event(self, kind, payload):
-        if kind == "eval":
-            self.evals.append(dict(payload))
-
-
 def test_a_run_overshooting_past_its_clips_trains_and_resumes_exactly(synthetic_dataset, tmp_path):
     over = {"data_path": synthetic_dataset, "synthetic": True, "device": "cpu", "video_clips": 0,
             "overshoot_past_clip": 8, "overshoot_steps": 12, "overshoot_past_fraction": 0.5,
             "num_epochs": 4, "eval_every": 4, "save_every": 2}  # fmt: skip
-    sink = Losses()
+    sink = Metrics()  # the quality tests' sink: the rows with loss/overshoot, and the evaluations
     cfg = resolve_train(1, "debug", overrides=over | {"checkpoint_dir": str(tmp_path / "a")}, env={})
     assert train(cfg, sink).status == "succeeded"
     trace = [r["loss/overshoot"] for r in sink.rows]
